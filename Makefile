@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` (recover every shipped Tracr circuit) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test zoo bench lint
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[tracr,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/epverify recover all
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+zoo: $(STAMP)
+	$(BIN)/python -m epverify.tracr.build
+
+bench: $(STAMP)
+	$(BIN)/python bench/step.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check epverify tests properties bench

@@ -1,0 +1,89 @@
+"""Wrap a model for edge-level runs: Hugging Face causal LMs (GPT-2, Llama, GPT-NeoX, Qwen2) and Tracr models.
+
+from epverify.adapters import wrap, wrap_pretrained
+masked = wrap(model)                    # an in-memory model: copies no weights, puts it in eval mode
+masked = wrap_pretrained("path/to/dir")  # a local checkpoint directory
+logits = masked.run(ids, mask, corrupted_ids=corrupted, edges=[["a0.h1", "m0"], ...])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import EpverifyError
+from ..masked import MaskedModel
+from .base import Adapter
+
+SUPPORTED = ("gpt2", "llama", "gpt_neox", "qwen2")
+
+
+def _supported_text() -> str:
+    return ", ".join(SUPPORTED) + " (Hugging Face model_type) and Tracr compiled models"
+
+
+def adapter_for(model) -> Adapter:
+    """The adapter of a model: a Hugging Face causal LM of a supported family, or a Tracr CompiledModel."""
+    from ..tracr.model import CompiledModel
+
+    if isinstance(model, Adapter):
+        return model
+    if isinstance(model, CompiledModel):
+        from .tracr import TracrAdapter
+
+        return TracrAdapter(model)
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type is None:
+        raise EpverifyError(f"cannot wrap a {type(model).__name__}: supported are {_supported_text()}")
+    if model_type not in SUPPORTED:
+        raise EpverifyError(f"unsupported architecture {model_type!r}: supported are {_supported_text()}")
+    if getattr(model, "lm_head", None) is None:
+        raise EpverifyError(
+            f"{type(model).__name__} has no lm_head: load the causal LM class (AutoModelForCausalLM), not the base model"
+        )
+    from .hf import ADAPTERS
+
+    return ADAPTERS[model_type](model)
+
+
+def wrap(model) -> MaskedModel:
+    """A MaskedModel over `model` (a supported Hugging Face causal LM or a Tracr CompiledModel), without copies."""
+    if isinstance(model, MaskedModel):
+        return model
+    return MaskedModel(adapter_for(model))
+
+
+def wrap_pretrained(
+    path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+) -> MaskedModel:
+    """Load a causal LM from a local directory (`AutoModelForCausalLM.from_pretrained`) and wrap it.
+
+    dtype: the weights' dtype (None keeps the checkpoint's); device: where to put the model (None: CPU).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    if not path.is_dir():
+        raise EpverifyError(
+            f"no model directory at {str(path)!r}: pass a local directory written by save_pretrained"
+        )
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise EpverifyError(f"cannot read a model config in {str(path)!r}: {e}") from None
+    if config.model_type not in SUPPORTED:
+        raise EpverifyError(
+            f"unsupported architecture {config.model_type!r} in {str(path)!r}: supported are {_supported_text()}"
+        )
+    kwargs = {"local_files_only": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if device is not None:
+        model = model.to(device)
+    return wrap(model)
+
+
+__all__ = ["MaskedModel", "SUPPORTED", "adapter_for", "wrap", "wrap_pretrained"]

@@ -1,0 +1,116 @@
+"""What the engine needs to know about a model family: how each layer computes, split per head.
+
+An adapter is a thin view over the user's own model (its weights, no copies). It never decides which writer feeds
+which reader: the engine does that. It answers, for one layer at a time:
+
+- `embed(ids)`: the outputs of the embedding writers, stacked (E, B, T, d);
+- `attention_qkv(layer, q_in, k_in, v_in)`: queries, keys and values from per-reader residual inputs, each head
+  through its own copy of the layer norm; an input with a leading dimension of 1 is shared by every head;
+- `attention(layer, q, k, v, attention_mask)`: the per-head attention outputs before the output projection;
+- `head_writes(layer, a)`: what each head writes into the residual (output projection, no bias);
+- `attention_bias(layer)`: the output projection's bias, a constant the engine adds to the residual;
+- `mlp(layer, x)`: the MLP writer's output for residual input x (norm included);
+- `unembed(x)`: logits from the final residual (final norm included).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+
+from ..graph import ComponentGraph
+
+
+class Adapter:
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    head_dim: int
+    embed_names: tuple[str, ...]
+    parallel_mlp: bool = False
+    # "distribution": logits over a vocabulary, compared by KL; "numerical": one value, compared by squared error.
+    output_kind: str = "distribution"
+
+    @cached_property
+    def graph(self) -> ComponentGraph:
+        return ComponentGraph(self.n_layers, self.n_heads, self.n_kv_heads, tuple(self.embed_names), self.parallel_mlp)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attention_qkv(self, layer: int, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor):
+        raise NotImplementedError
+
+    def attention(self, layer, q, k, v, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def head_writes(self, layer: int, a: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def head_write_sum(self, layer: int, a: torch.Tensor) -> torch.Tensor:
+        """Sum of every head's write (B, T, d): the plain output projection, used by unmasked runs."""
+        return self.head_writes(layer, a).sum(0)
+
+    def attention_bias(self, layer: int) -> torch.Tensor | None:
+        return None
+
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """What a circuit file records about the model it was found in."""
+        return {"family": type(self).__name__, **self.graph.summary(), "d_model": self.d_model}
+
+
+def project_heads(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Per-head projection of per-head inputs.
+
+    x: (H or 1, B, T, d) residual inputs, one per head (a leading 1 is shared by all heads);
+    weight: (H, d, e); bias: (H, e) or None. Returns (B, H, T, e).
+    """
+    if x.shape[0] == 1:
+        out = torch.einsum("btd,hde->bhte", x[0], weight)
+    else:
+        out = torch.einsum("hbtd,hde->bhte", x, weight)
+    if bias is not None:
+        out = out + bias[None, :, None, :]
+    return out
+
+
+def causal_softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    causal: bool,
+    scale: float,
+) -> torch.Tensor:
+    """Softmax attention with grouped KV heads and key padding. q (B,H,T,e), k/v (B,Hkv,T,e) -> (B,H,T,e)."""
+    n_heads, n_kv = q.shape[1], k.shape[1]
+    if n_kv != n_heads:
+        k = k.repeat_interleave(n_heads // n_kv, dim=1)
+        v = v.repeat_interleave(n_heads // n_kv, dim=1)
+    t = q.shape[2]
+    allowed = torch.ones(t, t, dtype=torch.bool, device=q.device)
+    if causal:
+        allowed = torch.tril(allowed)
+    allowed = allowed[None, None]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
+    scores = torch.einsum("bhqe,bhke->bhqk", q, k) * scale
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    return torch.einsum("bhqk,bhke->bhqe", weights, v)

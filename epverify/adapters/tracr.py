@@ -1,0 +1,79 @@
+"""Adapter for Tracr-compiled models: no layer norm, zero biases, ReLU MLPs, logits/sqrt(key_size) attention."""
+
+from __future__ import annotations
+
+import torch
+
+from ..tracr.model import CompiledModel
+from .base import Adapter, causal_softmax_attention, project_heads
+
+
+class TracrAdapter(Adapter):
+    embed_names = ("tok_embeds", "pos_embeds")
+
+    def __init__(self, model: CompiledModel):
+        self.model = model
+        w = model.weights
+        self.n_layers, self.n_heads, self.n_kv_heads = model.n_layers, model.n_heads, model.n_heads
+        self.head_dim = model.key_size
+        self.d_model = model.d_model
+        self.output_kind = "distribution" if model.categorical else "numerical"
+        h, k, d = self.n_heads, self.head_dim, self.d_model
+
+        def per_head_in(m: torch.Tensor) -> torch.Tensor:  # (d, H*K) -> (H, d, K)
+            return m.reshape(d, h, k).permute(1, 0, 2)
+
+        self.layers = []
+        for layer in range(self.n_layers):
+            p = f"layers.{layer}."
+            self.layers.append(
+                {
+                    "q": per_head_in(w[p + "query"]),
+                    "k": per_head_in(w[p + "key"]),
+                    "v": per_head_in(w[p + "value"]),
+                    "o": w[p + "linear"].reshape(h, k, d),  # (H, K, d)
+                    "o_full": w[p + "linear"],
+                    "w1": w[p + "mlp1_w"],
+                    "b1": w[p + "mlp1_b"],
+                    "w2": w[p + "mlp2_w"],
+                    "b2": w[p + "mlp2_b"],
+                }
+            )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.weights["token_embed"].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.weights["token_embed"].device
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        w = self.model.weights
+        tok = w["token_embed"][input_ids]  # (B, T, d)
+        pos = w["pos_embed"][: input_ids.shape[1]].expand_as(tok)
+        return torch.stack([tok, pos])
+
+    def attention_qkv(self, layer, q_in, k_in, v_in):
+        p = self.layers[layer]
+        return project_heads(q_in, p["q"], None), project_heads(k_in, p["k"], None), project_heads(v_in, p["v"], None)
+
+    def attention(self, layer, q, k, v, attention_mask):
+        return causal_softmax_attention(q, k, v, attention_mask, self.model.causal, self.model.attention_scale())
+
+    def head_writes(self, layer, a):
+        return torch.einsum("bhte,hed->hbtd", a, self.layers[layer]["o"])
+
+    def head_write_sum(self, layer, a):
+        b, h, t, e = a.shape
+        return a.transpose(1, 2).reshape(b, t, h * e) @ self.layers[layer]["o_full"]
+
+    def mlp(self, layer, x):
+        p = self.layers[layer]
+        return torch.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+    def unembed(self, x):
+        return x @ self.model.weights["unembed"]
+
+    def summary(self) -> dict:
+        return {"family": "tracr", "program": self.model.name, **super().summary()}

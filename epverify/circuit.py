@@ -1,0 +1,133 @@
+"""A circuit: a binary edge set of a model's component graph, its extraction from masks, and its JSON file.
+
+Extraction rule. An edge is kept when its deterministic hard-concrete mask exceeds 1/2, which is exactly
+`log_alpha > 0` (a fixed threshold: the learned sparsity is not used). With node masks, an edge is kept only when
+its writer's node mask passes the same threshold (edge and node thresholds are the same number, so they cannot be
+swapped). Then dangling edges are dropped: an edge whose writer no input reaches through kept edges (the
+embeddings are the inputs), or whose reader feeds no writer that reaches the output through kept edges. What is
+left is a set of input-to-output paths; the count of dropped edges is reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import gates
+from .errors import EpverifyError
+from .graph import OUTPUT, ComponentGraph
+
+FORMAT = "epverify.circuit/1"
+
+
+def prune_dangling(graph: ComponentGraph, kept: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The kept edges that lie on some path from an embedding to the output."""
+
+    def targets(reader: str) -> tuple[str, ...]:  # what a reader feeds: writers, or the output itself
+        return graph.reader_nodes(reader) or (OUTPUT,)
+
+    incoming: dict[str, set[str]] = {}
+    feeds: dict[str, set[str]] = {}
+    for w, r in kept:
+        for node in targets(r):
+            incoming.setdefault(node, set()).add(w)
+            feeds.setdefault(w, set()).add(node)
+    reached = set(graph.embed_names)
+    for writer in graph.writers:  # writer order is topological
+        if writer not in reached and incoming.get(writer, set()) & reached:
+            reached.add(writer)
+    useful = {OUTPUT}
+    for writer in reversed(graph.writers):
+        if feeds.get(writer, set()) & useful:
+            useful.add(writer)
+    return {(w, r) for w, r in kept if w in reached and w in useful and set(targets(r)) & useful}
+
+
+@dataclass
+class Circuit:
+    edges: list[tuple[str, str]]
+    total_edges: int
+    model: dict = field(default_factory=dict)
+    ablation: str = "interchange"
+    metrics: dict = field(default_factory=dict)
+    dropped_dangling: int = 0
+
+    @property
+    def nodes(self) -> list[str]:
+        names = {w for w, _ in self.edges} | {r for _, r in self.edges}
+        return sorted(names)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - len(self.edges) / self.total_edges if self.total_edges else 0.0
+
+    @classmethod
+    def from_masks(cls, graph: ComponentGraph, edge_log_alpha: torch.Tensor,
+                   node_log_alpha: torch.Tensor | None = None, **info) -> Circuit:
+        """Apply the extraction rule (module docstring) to trained log-alphas."""
+        keep = gates.keep(edge_log_alpha.detach().cpu())
+        if node_log_alpha is not None:
+            keep = keep & gates.keep(node_log_alpha.detach().cpu())[torch.tensor(graph.edge_writer)]
+        kept = {graph.edges[i] for i in torch.nonzero(keep).flatten().tolist()}
+        final = prune_dangling(graph, kept)
+        order = graph.edge_index
+        return cls(sorted(final, key=order.__getitem__), graph.num_edges,
+                   dropped_dangling=len(kept) - len(final), **info)
+
+    def mask(self, graph: ComponentGraph) -> torch.Tensor:
+        """Binary edge mask (num_edges,) for this circuit in `graph`; edges unknown to the graph are an error."""
+        if self.total_edges != graph.num_edges:
+            raise EpverifyError(
+                f"this circuit was made for a graph of {self.total_edges} edges but the model has"
+                f" {graph.num_edges}: load it with the model it was found in"
+            )
+        mask = torch.zeros(graph.num_edges)
+        try:
+            mask[graph.index_of(self.edges)] = 1.0
+        except KeyError as err:
+            raise EpverifyError(str(err.args[0])) from None
+        return mask
+
+    # ----- JSON ------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "ablation": self.ablation,
+            "edges": [list(e) for e in self.edges],
+            "nodes": self.nodes,
+            "total_edges": self.total_edges,
+            "sparsity": self.sparsity,
+            "dropped_dangling": self.dropped_dangling,
+            "metrics": self.metrics,
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write atomically: a reader never sees a half-written circuit."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Circuit:
+        path = Path(path)
+        if not path.is_file():
+            raise EpverifyError(f"circuit file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise EpverifyError(f"{path} is not a circuit JSON file ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise EpverifyError(f"{path} is not an epverify circuit: expected \"format\": \"{FORMAT}\"")
+        try:
+            edges = [(str(w), str(r)) for w, r in data["edges"]]
+            return cls(edges, int(data["total_edges"]), data.get("model", {}), data.get("ablation", "interchange"),
+                       data.get("metrics", {}), int(data.get("dropped_dangling", 0)))
+        except (KeyError, TypeError, ValueError) as err:
+            raise EpverifyError(f"{path}: malformed circuit ({err!r}); expected edges as [writer, reader] pairs")

@@ -1,0 +1,329 @@
+"""The masked forward: every reader gets its own residual input, mixed from the writers by the edge masks.
+
+For reader r with upstream writers w (DESIGN section 2):
+
+    x_r = resid~(r) + sum_w z_wr * (h_w - h~_w)
+
+`resid~(r)` is the ablated residual at r's place in the network and `h~_w` a writer's ablated output; both come
+from a `Record` of an ablated run (the full model on the corrupted input for interchange, zeros for zero ablation,
+per-position means for mean ablation). The deltas h_w - h~_w of all writers live in one preallocated stack,
+(writers, B, T, d); every reader group takes its inputs with one matrix product of its mask block against the
+stack's upstream prefix. Gradients into the stack accumulate in one buffer of the same shape, however many
+readers use a writer, so the memory is two stacks plus the model's own activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from .adapters.base import Adapter
+from .errors import EpverifyError
+
+ABLATIONS = ("interchange", "zero", "mean", "resample")
+
+
+@dataclass
+class Record:
+    """What an unmasked run computed, per layer: the residual each reader group reads and each writer's output.
+
+    Heads are kept before their output projection (B, H, T, head_dim): small, and the projection is linear, so
+    a head's delta is the projection of the difference.
+    """
+
+    embeds: torch.Tensor  # (E, B, T, d)
+    attn_in: list[torch.Tensor]  # per layer (B, T, d): residual before the attention
+    heads: list[torch.Tensor]  # per layer (B, H, T, head_dim)
+    mlp_in: list[torch.Tensor]  # per layer (B, T, d): residual the MLP reads
+    mlp_out: list[torch.Tensor]  # per layer (B, T, d)
+    final: torch.Tensor  # (B, T, d): residual before the unembedding
+    logits: torch.Tensor | None = None  # (B, T, V)
+
+    def map(self, fn) -> Record:
+        """Apply fn to every tensor (e.g. select batch rows, move devices)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                out[f.name] = None
+            elif isinstance(value, list):
+                out[f.name] = [fn(v) for v in value]
+            else:
+                out[f.name] = fn(value)
+        return Record(**out)
+
+    def select(self, index: torch.Tensor) -> Record:
+        """Rows `index` of the batch (the embeddings carry the batch in dimension 1)."""
+        out = self.map(lambda t: t.index_select(0, index) if t.dim() else t)
+        out.embeds = self.embeds.index_select(1, index)
+        return out
+
+
+@torch.no_grad()
+def full_run(adapter: Adapter, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Record:
+    """The unmasked model, recording what every reader group reads and every writer writes."""
+    return _full_run(adapter, input_ids, attention_mask)
+
+
+def _full_run(adapter: Adapter, input_ids, attention_mask) -> Record:
+    embeds = adapter.embed(input_ids)  # (E, B, T, d)
+    x = embeds.sum(0)
+    attn_in, heads, mlp_in, mlp_out = [], [], [], []
+    for layer in range(adapter.n_layers):
+        attn_in.append(x)
+        shared = x[None]
+        q, k, v = adapter.attention_qkv(layer, shared, shared, shared)
+        a = adapter.attention(layer, q, k, v, attention_mask)  # (B, H, T, head_dim)
+        heads.append(a)
+        after_attn = x + adapter.head_write_sum(layer, a)
+        bias = adapter.attention_bias(layer)
+        if bias is not None:
+            after_attn = after_attn + bias
+        m_in = x if adapter.parallel_mlp else after_attn
+        mlp_in.append(m_in)
+        out = adapter.mlp(layer, m_in)
+        mlp_out.append(out)
+        x = after_attn + out
+    return Record(embeds, attn_in, heads, mlp_in, mlp_out, x, adapter.unembed(x))
+
+
+def forward(adapter: Adapter, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain logits of the unmasked model (differentiable; used as the reference the masks are compared to)."""
+    return _full_run(adapter, input_ids, attention_mask).logits
+
+
+@torch.no_grad()
+def zero_record(adapter: Adapter, batch: int, seq: int) -> Record:
+    """Zero ablation: every writer outputs 0, so each residual holds only the attention biases upstream of it."""
+    d, dev, dt = adapter.d_model, adapter.device, adapter.dtype
+    zeros = torch.zeros(batch, seq, d, device=dev, dtype=dt)
+    x = zeros
+    attn_in, heads, mlp_in, mlp_out = [], [], [], []
+    for layer in range(adapter.n_layers):
+        attn_in.append(x)
+        heads.append(torch.zeros(batch, adapter.n_heads, seq, adapter.head_dim, device=dev, dtype=dt))
+        bias = adapter.attention_bias(layer)
+        after_attn = x if bias is None else x + bias
+        mlp_in.append(x if adapter.parallel_mlp else after_attn)
+        mlp_out.append(zeros)
+        x = after_attn
+    embeds = torch.zeros(len(adapter.embed_names), batch, seq, d, device=dev, dtype=dt)
+    return Record(embeds, attn_in, heads, mlp_in, mlp_out, x)
+
+
+@torch.no_grad()
+def mean_record(records: list[Record], masks: list[torch.Tensor]) -> Record:
+    """Mean ablation: per position, the mean of every recorded tensor over the reference examples.
+
+    `masks` are the attention masks (B, T) of the records; padded positions do not count. The result has batch
+    size 1 and the longest length; `expand_record` broadcasts it to a batch.
+    """
+    seq = max(m.shape[1] for m in masks)
+
+    def pad(t: torch.Tensor, batch_dim: int) -> torch.Tensor:
+        # t has batch in `batch_dim` and sequence right after it
+        if t.shape[batch_dim + 1] == seq:
+            return t
+        shape = list(t.shape)
+        shape[batch_dim + 1] = seq - t.shape[batch_dim + 1]
+        return torch.cat([t, t.new_zeros(shape)], dim=batch_dim + 1)
+
+    counts = sum(pad(m.to(torch.float64), 0).sum(0) for m in masks).clamp(min=1)  # (T,)
+
+    def mean(get, seq_dim: int) -> torch.Tensor:
+        total = None
+        for rec, m in zip(records, masks):
+            t = get(rec).to(torch.float64)
+            w = m.to(torch.float64)
+            shape = [1] * t.dim()
+            shape[seq_dim - 1], shape[seq_dim] = w.shape
+            weighted = pad((t * w.reshape(shape)), seq_dim - 1).sum(seq_dim - 1, keepdim=True)
+            total = weighted if total is None else total + weighted
+        shape = [1] * total.dim()
+        shape[seq_dim] = seq
+        return (total / counts.reshape(shape)).to(get(records[0]).dtype)
+
+    n_layers = len(records[0].attn_in)
+    # heads are (B, H, T, e): move T next to B for the shared code path, then back
+    heads = [
+        mean(lambda r, i=i: r.heads[i].transpose(1, 2), 1).transpose(1, 2) for i in range(n_layers)
+    ]
+    return Record(
+        embeds=mean(lambda r: r.embeds, 2),
+        attn_in=[mean(lambda r, i=i: r.attn_in[i], 1) for i in range(n_layers)],
+        heads=heads,
+        mlp_in=[mean(lambda r, i=i: r.mlp_in[i], 1) for i in range(n_layers)],
+        mlp_out=[mean(lambda r, i=i: r.mlp_out[i], 1) for i in range(n_layers)],
+        final=mean(lambda r: r.final, 1),
+    )
+
+
+def expand_record(record: Record, batch: int, seq: int) -> Record:
+    """Broadcast a batch-1 record (zero or mean ablation) to (batch, seq), without copying."""
+
+    def rows(t: torch.Tensor) -> torch.Tensor:  # (1, T, d) -> (batch, seq, d)
+        return t[:, :seq].expand(batch, -1, -1)
+
+    return Record(
+        embeds=record.embeds[:, :, :seq].expand(-1, batch, -1, -1),
+        attn_in=[rows(t) for t in record.attn_in],
+        heads=[h[:, :, :seq].expand(batch, -1, -1, -1) for h in record.heads],
+        mlp_in=[rows(t) for t in record.mlp_in],
+        mlp_out=[rows(t) for t in record.mlp_out],
+        final=rows(record.final),
+    )
+
+
+# ----- the delta stack ---------------------------------------------------------------------------------------
+class DeltaStack:
+    """One preallocated stack of writer deltas, shared by every reader, with one shared gradient buffer.
+
+    Autograd sees two operations: `push` (a writer group's deltas enter the stack; returns a token) and `mix`
+    (a reader group's inputs from its mask block and the tokens of its upstream writers). Passing the tokens makes
+    autograd run a push's backward only after every mix that read it, when its gradient is complete.
+    """
+
+    def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+        self.values = torch.empty(n_writers, *shape, dtype=dtype, device=device)  # (W, B, T, d)
+        self.grads: torch.Tensor | None = None
+        self.filled = 0
+        self.tokens: list[torch.Tensor] = []
+
+    def push(self, delta: torch.Tensor) -> None:
+        """Append deltas (n, B, T, d) of the next writers in writer order."""
+        token = _Push.apply(delta, self, self.filled)
+        self.filled += delta.shape[0]
+        self.tokens.append(token)
+
+    def mix(self, masks: torch.Tensor) -> torch.Tensor:
+        """Reader inputs' deltas: masks (R, W_up) against the first W_up writers -> (R, B, T, d)."""
+        if masks.shape[1] != self.filled:
+            raise RuntimeError(f"mask block reads {masks.shape[1]} writers but {self.filled} are in the stack")
+        return _Mix.apply(masks, self, *self.tokens)
+
+    def grad_buffer(self) -> torch.Tensor:
+        if self.grads is None:
+            self.grads = torch.zeros_like(self.values)
+        return self.grads
+
+
+class _Push(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, delta, stack: DeltaStack, start: int):
+        stack.values[start : start + delta.shape[0]].copy_(delta)
+        ctx.stack, ctx.start, ctx.n = stack, start, delta.shape[0]
+        return delta.new_zeros(0)
+
+    @staticmethod
+    def backward(ctx, _token_grad):
+        grads = ctx.stack.grad_buffer()
+        return grads[ctx.start : ctx.start + ctx.n], None, None
+
+
+class _Mix(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, masks, stack: DeltaStack, *tokens):
+        n_up = masks.shape[1]
+        values = stack.values[:n_up].reshape(n_up, -1)  # (W_up, B*T*d)
+        ctx.stack, ctx.n_tokens = stack, len(tokens)
+        ctx.save_for_backward(masks)
+        out = masks.to(values.dtype) @ values  # (R, B*T*d)
+        return out.reshape(masks.shape[0], *stack.values.shape[1:])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (masks,) = ctx.saved_tensors
+        stack = ctx.stack
+        n_up = masks.shape[1]
+        g = grad_out.reshape(masks.shape[0], -1).to(stack.values.dtype)  # (R, B*T*d)
+        grad_masks = None
+        if ctx.needs_input_grad[0]:
+            grad_masks = (g @ stack.values[:n_up].reshape(n_up, -1).T).to(masks.dtype)
+        if any(ctx.needs_input_grad[2:]):
+            buf = stack.grad_buffer()[:n_up].reshape(n_up, -1)
+            buf.addmm_(masks.to(g.dtype).T, g)
+        empty = [t.new_zeros(0) for t in [grad_out] * ctx.n_tokens]
+        return (grad_masks, None, *empty)
+
+
+def masked_run(
+    adapter: Adapter,
+    input_ids: torch.Tensor,
+    ablated: Record,
+    edge_mask: torch.Tensor,
+    node_mask: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits of the model with every edge scaled by its mask and every writer by its node mask.
+
+    edge_mask: (num_edges,) in edge order; node_mask: (num_writers,) or None; ablated: a Record with the same
+    batch shape as input_ids.
+    """
+    graph = adapter.graph
+    if edge_mask.shape != (graph.num_edges,):
+        raise EpverifyError(
+            f"edge mask has shape {tuple(edge_mask.shape)}, expected ({graph.num_edges},): one value per edge"
+        )
+    if ablated.final.shape[:2] != input_ids.shape:
+        raise EpverifyError(
+            f"ablated run has batch shape {tuple(ablated.final.shape[:2])} but the input is {tuple(input_ids.shape)}"
+            ": clean and corrupted batches must have the same shape"
+        )
+    batch, seq = input_ids.shape
+    stack = DeltaStack(len(graph.writers), (batch, seq, adapter.d_model), adapter.dtype, adapter.device)
+
+    def block(group) -> torch.Tensor:  # (R, W_up) masks of a reader group, node masks folded in
+        z = edge_mask[group.edge_start : group.edge_start + group.n_edges].view(len(group.readers), group.n_writers)
+        if node_mask is not None:
+            z = z * node_mask[None, : group.n_writers]
+        return z
+
+    stack.push(adapter.embed(input_ids) - ablated.embeds)
+    nq, nkv = adapter.n_heads, adapter.n_kv_heads
+    for layer in range(adapter.n_layers):
+        x = ablated.attn_in[layer][None] + stack.mix(block(graph.attn_group(layer)))  # (H + 2 Hkv, B, T, d)
+        q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
+        if adapter.parallel_mlp:  # the MLP reads the layer's input: mix it before this layer's heads are pushed
+            x_mlp = ablated.mlp_in[layer] + stack.mix(block(graph.mlp_group(layer)))[0]
+        a = adapter.attention(layer, q, k, v, attention_mask)  # (B, H, T, head_dim)
+        stack.push(adapter.head_writes(layer, a - ablated.heads[layer]))  # (H, B, T, d)
+        if not adapter.parallel_mlp:
+            x_mlp = ablated.mlp_in[layer] + stack.mix(block(graph.mlp_group(layer)))[0]
+        stack.push((adapter.mlp(layer, x_mlp) - ablated.mlp_out[layer])[None])
+    x = ablated.final + stack.mix(block(graph.out_group))[0]
+    return adapter.unembed(x)
+
+
+def ablated_record(
+    adapter: Adapter,
+    ablation: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    corrupted_ids: torch.Tensor | None = None,
+    mean: Record | None = None,
+    clean: Record | None = None,
+) -> Record:
+    """The ablated run a masked run needs for this batch."""
+    batch, seq = input_ids.shape
+    if ablation == "interchange":
+        if corrupted_ids is None:
+            raise EpverifyError("interchange ablation needs corrupted inputs: pass corrupted_ids")
+        if corrupted_ids.shape != input_ids.shape:
+            raise EpverifyError(
+                f"clean batch is {tuple(input_ids.shape)} but corrupted batch is {tuple(corrupted_ids.shape)}:"
+                " each corrupted input must have the same length as its clean input"
+            )
+        return full_run(adapter, corrupted_ids, attention_mask)
+    if ablation == "zero":
+        return zero_record(adapter, batch, seq)
+    if ablation == "mean":
+        if mean is None:
+            raise EpverifyError("mean ablation needs a reference mean: build one with engine.mean_record")
+        return expand_record(mean, batch, seq)
+    if ablation == "resample":
+        if batch < 2:
+            raise EpverifyError("resample ablation needs a batch of at least 2 examples")
+        rec = clean if clean is not None else full_run(adapter, input_ids, attention_mask)
+        return rec.select(torch.roll(torch.arange(batch, device=input_ids.device), 1))
+    raise EpverifyError(f"unknown ablation {ablation!r}: choose one of {', '.join(ABLATIONS)}")

@@ -1,0 +1,38 @@
+"""Hard-concrete gates (Louizos, Welling & Kingma 2018): differentiable masks that can be exactly 0 or 1."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LEFT, RIGHT, BETA = -0.1, 1.1, 2.0 / 3.0  # stretch limits and temperature
+INIT_MEAN, INIT_STD = 10.0, 0.01  # log-alpha initialisation: masks start (almost surely) at 1
+EPS = 1e-6
+
+
+def init_log_alpha(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fresh log-alphas, N(10, 0.01), as a float32 vector."""
+    return torch.randn(n, generator=generator) * INIT_STD + INIT_MEAN
+
+
+def sample(log_alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training masks: a stretched, clamped concrete sample per gate (reparameterised, so differentiable)."""
+    u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device).clamp(EPS, 1 - EPS)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+    return (s * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
+
+
+def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Evaluation masks: the stretched sigmoid of log-alpha, clamped to [0, 1]."""
+    return (torch.sigmoid(log_alpha) * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
+
+
+def prob_nonzero(log_alpha: torch.Tensor) -> torch.Tensor:
+    """P(z > 0) per gate, the expected-L0 term: sigmoid(log_alpha - beta * log(-l / r))."""
+    return torch.sigmoid(log_alpha - BETA * math.log(-LEFT / RIGHT))
+
+
+def keep(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The binary decision: the deterministic mask exceeds 1/2, which is exactly log_alpha > 0."""
+    return log_alpha > 0

@@ -1,0 +1,89 @@
+"""Recover the ground-truth circuit of a compiled Tracr program with Edge Pruning, and score the result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from .adapters.tracr import TracrAdapter
+from .circuit import Circuit
+from .evaluate import evaluate, roc_auc
+from .trainer import PruneConfig, PruneData, prune
+from .tracr.data import dataset
+from .tracr.model import CompiledModel
+
+# Defaults for Tracr programs (see docs/recovery.md for why these values).
+TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=400, warmup_steps=200, lr=0.1, lambda_lr=0.01,
+                           batch_size=64)
+
+
+def tracr_data(model: CompiledModel) -> PruneData:
+    """The program's dataset as training data: the loss is taken at every real position after BOS."""
+    clean, corrupted = dataset(model.dataset)
+    ids, mask = model.encode(clean)
+    corrupted_ids, _ = model.encode(corrupted)
+    loss_mask = mask.bool().clone()
+    loss_mask[:, 0] = False
+    return PruneData(ids, mask, loss_mask, corrupted_ids)
+
+
+@dataclass
+class RecoveryReport:
+    program: str
+    ablation: str
+    total_edges: int
+    truth_edges: list
+    found_edges: list
+    precision: float
+    recall: float
+    exact: bool
+    auc: float | None
+    faithfulness: float
+    accuracy: float
+    steps: int
+    seconds: float
+    dropped_dangling: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 0,
+            config: PruneConfig | None = None) -> RecoveryReport:
+    """Prune a compiled program and compare the circuit found with its ground truth for this ablation."""
+    start = time.perf_counter()
+    config = replace(config or TRACR_CONFIG, ablation=ablation, seed=seed)
+    if ablation not in compiled.ground_truth:
+        from .tracr.ground_truth import ground_truth
+
+        compiled.ground_truth[ablation] = ground_truth(compiled, ablation)
+    truth = {tuple(e) for e in compiled.ground_truth[ablation]["edges"]}
+    adapter = TracrAdapter(compiled)
+    graph = adapter.graph
+    data = tracr_data(compiled)
+    torch.manual_seed(seed)
+    result = prune(adapter, data, config)
+    circuit = Circuit.from_masks(graph, result.edge_log_alpha, model=adapter.summary(), ablation=ablation)
+    found = set(circuit.edges)
+    metrics = evaluate(adapter, data, circuit.mask(graph), ablation)
+    hits = len(found & truth)
+    truth_mask = torch.zeros(graph.num_edges, dtype=torch.bool)
+    truth_mask[graph.index_of(sorted(truth))] = True
+    return RecoveryReport(
+        program=compiled.name,
+        ablation=ablation,
+        total_edges=graph.num_edges,
+        truth_edges=sorted(map(list, truth)),
+        found_edges=[list(e) for e in circuit.edges],
+        precision=hits / len(found) if found else float(not truth),
+        recall=hits / len(truth) if truth else 1.0,
+        exact=found == truth,
+        auc=roc_auc(result.edge_log_alpha, truth_mask),
+        faithfulness=metrics.get("kl", metrics.get("mse")),
+        accuracy=metrics["accuracy"],
+        steps=config.steps,
+        seconds=time.perf_counter() - start,
+        dropped_dangling=circuit.dropped_dangling,
+    )

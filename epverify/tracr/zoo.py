@@ -1,0 +1,143 @@
+"""The shipped programs: tracr library programs, and the paper's two settings exactly.
+
+Each entry builds a RASP program; `python -m epverify.tracr.build` compiles them all, computes their ground truth
+and writes `compiled_models/<name>/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2] / "compiled_models"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    make: Callable  # () -> RASP SOp (imports tracr)
+    vocab: tuple
+    max_seq_len: int
+    source: str
+    unique: bool = False  # dataset: only inputs with distinct tokens (programs that assume unique keys)
+    causal: bool = False
+
+
+def _lib():
+    from tracr.compiler import lib
+    from tracr.rasp import rasp
+
+    return lib, rasp
+
+
+def _reverse():
+    lib, rasp = _lib()
+    return lib.make_reverse(rasp.tokens)
+
+
+def _xproportion():
+    lib, rasp = _lib()
+    return lib.make_frac_prevs(rasp.tokens == "x")
+
+
+def _length():
+    lib, _ = _lib()
+    return lib.make_length()
+
+
+def _hist():
+    lib, _ = _lib()
+    return lib.make_hist()
+
+
+def _sort_unique():
+    lib, rasp = _lib()
+    return lib.make_sort_unique(rasp.tokens, rasp.tokens)
+
+
+def _sort():
+    lib, rasp = _lib()
+    return lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=4, min_key=1)
+
+
+def _sort_freq():
+    lib, _ = _lib()
+    return lib.make_sort_freq(max_seq_len=4)
+
+
+def _pair_balance():
+    lib, rasp = _lib()
+    return lib.make_pair_balance(rasp.tokens, "(", ")")
+
+
+def _shuffle_dyck():
+    lib, _ = _lib()
+    return lib.make_shuffle_dyck(pairs=["()"])
+
+
+def _shuffle_dyck2():
+    lib, _ = _lib()
+    return lib.make_shuffle_dyck2()
+
+
+def _count_less_freq():
+    lib, _ = _lib()
+    return lib.make_count_less_freq(n=2)
+
+
+def _shift_by():
+    lib, rasp = _lib()
+    return lib.shift_by(2, rasp.tokens)
+
+
+def _detect_pattern():
+    lib, rasp = _lib()
+    return lib.detect_pattern(rasp.tokens, "abc")
+
+
+def _count():
+    lib, rasp = _lib()
+    return lib.make_count(rasp.tokens, "a")
+
+
+def _frac_prevs_causal():
+    lib, rasp = _lib()
+    return lib.make_frac_prevs(rasp.tokens == "a")
+
+
+def _sum_neighbours():
+    lib, rasp = _lib()
+    prev = lib.shift_by(1, rasp.tokens)
+    return lib.make_nary_sequencemap(lambda x, y: (x + y) % 4, rasp.tokens, prev)
+
+
+LIB = "tracr.compiler.lib"
+ZOO: tuple[ZooEntry, ...] = (
+    ZooEntry("reverse", _reverse, (1, 2, 3), 5, f"{LIB}.make_reverse(tokens)  [paper setting]"),
+    ZooEntry("xproportion", _xproportion, ("a", "b", "c", "x"), 5,
+             f'{LIB}.make_frac_prevs(tokens == "x")  [paper setting]'),
+    ZooEntry("length", _length, ("a", "b", "c"), 5, f"{LIB}.make_length()"),
+    ZooEntry("hist", _hist, ("a", "b", "c"), 5, f"{LIB}.make_hist()"),
+    ZooEntry("sort_unique", _sort_unique, (1, 2, 3, 4, 5), 4, f"{LIB}.make_sort_unique(tokens, tokens)",
+             unique=True),
+    ZooEntry("sort", _sort, (1, 2, 3), 4, f"{LIB}.make_sort(tokens, tokens, max_seq_len=4, min_key=1)"),
+    ZooEntry("sort_freq", _sort_freq, ("a", "b", "c"), 4, f"{LIB}.make_sort_freq(max_seq_len=4)"),
+    ZooEntry("pair_balance", _pair_balance, ("(", ")", "a"), 5, f'{LIB}.make_pair_balance(tokens, "(", ")")'),
+    ZooEntry("shuffle_dyck", _shuffle_dyck, ("(", ")"), 5, f'{LIB}.make_shuffle_dyck(pairs=["()"])'),
+    ZooEntry("shuffle_dyck2", _shuffle_dyck2, ("(", ")", "{", "}"), 4, f"{LIB}.make_shuffle_dyck2()"),
+    ZooEntry("count_less_freq", _count_less_freq, ("a", "b", "c"), 4, f"{LIB}.make_count_less_freq(n=2)"),
+    ZooEntry("shift_by", _shift_by, ("a", "b", "c"), 5, f"{LIB}.shift_by(2, tokens)"),
+    ZooEntry("detect_pattern", _detect_pattern, ("a", "b", "c"), 5, f'{LIB}.detect_pattern(tokens, "abc")'),
+    ZooEntry("count", _count, ("a", "b", "c"), 5, f'{LIB}.make_count(tokens, "a")'),
+    ZooEntry("frac_prevs_causal", _frac_prevs_causal, ("a", "b"), 5,
+             f'{LIB}.make_frac_prevs(tokens == "a"), compiled causal', causal=True),
+    ZooEntry("sum_neighbours", _sum_neighbours, (0, 1, 2, 3), 4,
+             f"{LIB}.make_nary_sequencemap(lambda x, y: (x + y) % 4, tokens, shift_by(1, tokens))"),
+)
+
+BY_NAME = {entry.name: entry for entry in ZOO}
+
+
+def names() -> list[str]:
+    return [entry.name for entry in ZOO]
