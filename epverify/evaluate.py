@@ -30,7 +30,7 @@ def evaluate(adapter: Adapter, data: PruneData, edge_mask: torch.Tensor, ablatio
         if adapter.output_kind == "distribution":
             matches += int((circuit.argmax(-1) == full.argmax(-1)).sum())
         else:
-            matches += int(((circuit - full).abs().amax(-1) <= NUMERIC_TOLERANCE).sum())
+            matches += int(((circuit - full).abs().amax(-1) <= NUMERIC_TOLERANCE * loss_fn.scale).sum())
         total_pos += n_pos
     accuracy = matches / total_pos
     name = "kl" if adapter.output_kind == "distribution" else "mse"

@@ -1,7 +1,7 @@
 """MaskedModel: a wrapped model that runs with any set of edges kept and the rest ablated.
 
-A thin user-facing shell over an adapter and the engine: names (writers, readers, edges) come from the component
-graph, runs go through `engine.forward` (every edge kept, nothing to ablate) or `engine.masked_run`.
+A thin user-facing shell over an adapter and the engine: names (writers, readers, edges) come from the
+component graph, runs go through `engine.forward` (every edge kept, nothing to ablate) or `engine.masked_run`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class MaskedModel:
             f"{g.n_layers} layers, {g.n_heads} heads, {self.num_edges} edges)"
         )
 
-    # ----- names ---------------------------------------------------------------------------------------------
+    # ----- names --------------------------------------------------------------------------------------------
     @property
     def graph(self) -> ComponentGraph:
         return self.adapter.graph
@@ -66,7 +66,7 @@ class MaskedModel:
         mask[torch.tensor(index, dtype=torch.long, device=mask.device)] = 1
         return mask
 
-    # ----- running -------------------------------------------------------------------------------------------
+    # ----- running ------------------------------------------------------------------------------------------
     def run(
         self,
         input_ids: torch.Tensor,
@@ -81,9 +81,9 @@ class MaskedModel:
     ) -> torch.Tensor:
         """Logits (B, T, V) keeping `edges` (or weighting every edge by `edge_mask`), the rest ablated.
 
-        input_ids, attention_mask, corrupted_ids: (B, T). edges: [writer, reader] pairs, or None to keep every
-        edge; edge_mask: (num_edges,) instead of edges. With every edge kept and no corrupted input this is the
-        plain model (`engine.forward`). `mean` is the reference Record that mean ablation needs
+        input_ids, attention_mask, corrupted_ids: (B, T). edges: [writer, reader] pairs, or None to keep
+        every edge; edge_mask: (num_edges,) instead of edges. With every edge kept and no corrupted input
+        this is the plain model (`engine.forward`). `mean` is the reference Record that mean ablation needs
         (`engine.mean_record`). Gradients flow only when a given mask requires them.
         """
         if edges is not None and edge_mask is not None:
@@ -92,7 +92,8 @@ class MaskedModel:
         attention_mask = None if attention_mask is None else self._as_batch(attention_mask, "attention_mask")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise EpverifyError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)}"
+                f"attention_mask has shape {tuple(attention_mask.shape)}"
+                f" but input_ids has {tuple(input_ids.shape)}"
             )
         corrupted_ids = None if corrupted_ids is None else self._as_batch(corrupted_ids, "corrupted_ids")
 

@@ -88,6 +88,7 @@ class Faithfulness:
 
     def __init__(self, adapter: Adapter, data: PruneData, batch_size: int):
         self.kind = adapter.output_kind
+        self.scale = adapter.output_scale
         self.data = data
         rows = []
         with torch.no_grad():
@@ -100,7 +101,7 @@ class Faithfulness:
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
 
     def _prepare(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
+        logits = logits.float() * self.scale
         return torch.log_softmax(logits, -1) if self.kind == "distribution" else logits
 
     def full_rows(self, index: torch.Tensor) -> torch.Tensor:

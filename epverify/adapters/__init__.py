@@ -41,7 +41,8 @@ def adapter_for(model) -> Adapter:
         raise EpverifyError(f"unsupported architecture {model_type!r}: supported are {_supported_text()}")
     if getattr(model, "lm_head", None) is None:
         raise EpverifyError(
-            f"{type(model).__name__} has no lm_head: load the causal LM class (AutoModelForCausalLM), not the base model"
+            f"{type(model).__name__} has no lm_head: load the causal LM class (AutoModelForCausalLM),"
+            " not the base model"
         )
     from .hf import ADAPTERS
 
@@ -49,7 +50,7 @@ def adapter_for(model) -> Adapter:
 
 
 def wrap(model) -> MaskedModel:
-    """A MaskedModel over `model` (a supported Hugging Face causal LM or a Tracr CompiledModel), without copies."""
+    """A MaskedModel over `model` (a supported Hugging Face causal LM or a Tracr CompiledModel), no copies."""
     if isinstance(model, MaskedModel):
         return model
     return MaskedModel(adapter_for(model))
@@ -75,7 +76,8 @@ def wrap_pretrained(
         raise EpverifyError(f"cannot read a model config in {str(path)!r}: {e}") from None
     if config.model_type not in SUPPORTED:
         raise EpverifyError(
-            f"unsupported architecture {config.model_type!r} in {str(path)!r}: supported are {_supported_text()}"
+            f"unsupported architecture {config.model_type!r} in {str(path)!r}:"
+            f" supported are {_supported_text()}"
         )
     kwargs = {"local_files_only": True}
     if dtype is not None:

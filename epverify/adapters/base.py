@@ -32,6 +32,9 @@ class Adapter:
     parallel_mlp: bool = False
     # "distribution": logits over a vocabulary, compared by KL; "numerical": one value, compared by squared error.
     output_kind: str = "distribution"
+    # Outputs are multiplied by this before the loss: 1 for language models; Tracr's 0/1 output directions are
+    # read at a low temperature so that a wrong output costs several nats (see docs/recovery.md).
+    output_scale: float = 1.0
 
     @cached_property
     def graph(self) -> ComponentGraph:

@@ -2,14 +2,14 @@
 
 Each adapter is a view of the user's own model: it calls the model's own modules (layer norms, MLPs, rotary
 embedding, lm_head) and reads per-head weights as reshaped views of the model's parameters, made on demand, so
-wrapping copies nothing and works on meta tensors (the component graph needs only the config). The per-head split
-is the only thing it adds: every head's query, key and value input goes through that head's own copy of the layer
-norm (the model's norm module, broadcast over a leading head dimension), then through that head's slice of the
-projection.
+wrapping copies nothing and works on meta tensors (the component graph needs only the config). The per-head
+split is the only thing it adds: every head's query, key and value input goes through that head's own copy of
+the layer norm (the model's norm module, broadcast over a leading head dimension), then through that head's
+slice of the projection.
 
-Weights are read in one layout for every family: per head (H, e, d) for the input projections (output features
-e of the head, input features d of the residual) and (H, e, d) for the output projection (the head's e features
-in, d residual features out).
+Weights are read in one layout for every family: (H, e, d) per head for the input projections (the head's e
+output features from d residual features) and (H, e, d) for the output projection (the head's e features in,
+d residual features out).
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ class HFAdapter(Adapter):
     """What the Hugging Face families share: pre-norm blocks, causal softmax attention, per-head projections.
 
     A family says where its modules are (`_attn_norm`, `_mlp_norm`, `_mlp_module`, `_final_norm`),
-    gives per-head weight views (`head_weights`), the output projection's bias, the projection of a shared input
-    with the model's own modules (`_qkv_shared`, the fast path of unmasked runs), and its position encoding.
+    gives per-head weight views (`head_weights`), the output projection's bias, the projection of a shared
+    input with the model's own modules (`_qkv_shared`, the fast path of unmasked runs), and its position
+    encoding.
     """
 
     family: str = "hf"
@@ -76,7 +77,7 @@ class HFAdapter(Adapter):
     def _check_config(self) -> None:
         """Raise an EpverifyError for config options the adapter does not reproduce."""
 
-    # ----- where the family keeps things ---------------------------------------------------------------------
+    # ----- where the family keeps things --------------------------------------------------------------------
     def _attn_norm(self, layer: int) -> nn.Module:
         raise NotImplementedError
 
@@ -93,7 +94,7 @@ class HFAdapter(Adapter):
         raise NotImplementedError
 
     def _qkv_shared(self, layer: int, x: torch.Tensor):
-        """Queries, keys, values (B, H or Hkv, T, e) of one normalised input x (B, T, d), with the model's modules."""
+        """q (B, H, T, e), k and v (B, Hkv, T, e) of one normalised input x (B, T, d), by its modules."""
         raise NotImplementedError
 
     def _out_proj_no_bias(self, layer: int, a: torch.Tensor) -> torch.Tensor:
@@ -107,7 +108,7 @@ class HFAdapter(Adapter):
     def _scale(self, layer: int) -> float:
         return self.head_dim**-0.5
 
-    # ----- the Adapter interface -----------------------------------------------------------------------------
+    # ----- the Adapter interface ----------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
@@ -117,7 +118,7 @@ class HFAdapter(Adapter):
         return self.model.get_input_embeddings().weight.device
 
     def attention_qkv(self, layer: int, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor):
-        """q_in (H or 1, B, T, d), k_in and v_in (Hkv or 1, B, T, d) -> q (B, H, T, e), k and v (B, Hkv, T, e)."""
+        """q_in (H or 1, B, T, d), k_in/v_in (Hkv or 1, B, T, d) -> q (B, H, T, e), k/v (B, Hkv, T, e)."""
         norm = self._attn_norm(layer)
         if q_in is k_in and k_in is v_in and q_in.shape[0] == 1:  # unmasked run: one input, one norm
             q, k, v = self._qkv_shared(layer, norm(q_in[0]))
@@ -151,10 +152,10 @@ class HFAdapter(Adapter):
 
     def summary(self) -> dict:
         return {
-            "family": self.family,
-            "name_or_path": getattr(self.config, "_name_or_path", "") or "",
             **super().summary(),
-            "family_class": type(self.model).__name__,
+            "family": self.family,
+            "model_class": type(self.model).__name__,
+            "name_or_path": getattr(self.config, "_name_or_path", "") or "",
         }
 
 
@@ -243,7 +244,7 @@ class _RotaryMixin:
 
 
 class LlamaAdapter(_RotaryMixin, HFAdapter):
-    """LlamaForCausalLM (CodeLlama too): RMSNorm, separate q/k/v/o projections, grouped-query attention, RoPE."""
+    """LlamaForCausalLM (CodeLlama too): RMSNorm, q/k/v/o projections, grouped-query attention, RoPE."""
 
     family = "llama"
     embed_names = ("embeds",)
@@ -271,7 +272,8 @@ class LlamaAdapter(_RotaryMixin, HFAdapter):
         kv = c.num_key_value_heads or c.num_attention_heads
         if c.num_attention_heads % kv:
             raise EpverifyError(
-                f"{self.family} config has {c.num_attention_heads} heads, not a multiple of {kv} key/value heads"
+                f"{self.family} config has {c.num_attention_heads} heads:"
+                f" not a multiple of its {kv} key/value heads"
             )
 
     def _attn_norm(self, layer):
@@ -344,7 +346,7 @@ class Qwen2Adapter(LlamaAdapter):
 
 
 class GPTNeoXAdapter(_RotaryMixin, HFAdapter):
-    """GPTNeoXForCausalLM: LayerNorm, fused per-head [q, k, v] projection, partial RoPE, parallel residual option."""
+    """GPTNeoXForCausalLM: LayerNorm, fused per-head [q, k, v] projection, partial RoPE, parallel residual."""
 
     family = "gpt_neox"
     embed_names = ("embeds",)
@@ -369,7 +371,8 @@ class GPTNeoXAdapter(_RotaryMixin, HFAdapter):
         c = self.config
         if c.hidden_size % c.num_attention_heads:
             raise EpverifyError(
-                f"GPT-NeoX config has hidden_size {c.hidden_size} not divisible by {c.num_attention_heads} heads"
+                f"GPT-NeoX config has hidden_size {c.hidden_size},"
+                f" not divisible by its {c.num_attention_heads} heads"
             )
 
     def _attn_norm(self, layer):

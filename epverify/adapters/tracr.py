@@ -10,6 +10,7 @@ from .base import Adapter, causal_softmax_attention, project_heads
 
 class TracrAdapter(Adapter):
     embed_names = ("tok_embeds", "pos_embeds")
+    output_scale = 10.0
 
     def __init__(self, model: CompiledModel):
         self.model = model
