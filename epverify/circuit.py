@@ -3,9 +3,10 @@
 Extraction rule. An edge is kept when its deterministic hard-concrete mask exceeds 1/2, which is exactly
 `log_alpha > 0` (a fixed threshold: the learned sparsity is not used). With node masks, an edge is kept only when
 its writer's node mask passes the same threshold (edge and node thresholds are the same number, so they cannot be
-swapped). Then dangling edges are dropped: an edge whose writer no input reaches through kept edges (the
-embeddings are the inputs), or whose reader feeds no writer that reaches the output through kept edges. What is
-left is a set of input-to-output paths; the count of dropped edges is reported.
+swapped). Then dangling edges are dropped: an edge whose reader feeds no writer that reaches the output through
+kept edges, and, under interchange and resample ablation, an edge whose writer no input reaches through kept
+edges (there such a writer outputs exactly its ablated value; see `prune_dangling`). The count of dropped edges
+is reported.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ from .graph import OUTPUT, ComponentGraph
 FORMAT = "epverify.circuit/1"
 
 
-def prune_dangling(graph: ComponentGraph, kept: set[tuple[str, str]]) -> set[tuple[str, str]]:
-    """The kept edges that lie on some path from an embedding to the output."""
+def prune_dangling(graph: ComponentGraph, kept: set[tuple[str, str]],
+                   ablation: str = "interchange") -> set[tuple[str, str]]:
+    """The kept edges that lie on some path from a source to the output.
+
+    Under interchange and resample ablation the sources are the embeddings: a writer none of whose inputs is
+    kept reads exactly the ablated residual, so it outputs exactly its ablated value and its outgoing edges change
+    nothing. Under zero and mean ablation that is not so (a head reading the mean residual does not output its
+    mean output), so every writer is a source and only edges that reach no output are dropped.
+    """
 
     def targets(reader: str) -> tuple[str, ...]:  # what a reader feeds: writers, or the output itself
         return graph.reader_nodes(reader) or (OUTPUT,)
@@ -35,7 +43,7 @@ def prune_dangling(graph: ComponentGraph, kept: set[tuple[str, str]]) -> set[tup
         for node in targets(r):
             incoming.setdefault(node, set()).add(w)
             feeds.setdefault(w, set()).add(node)
-    reached = set(graph.embed_names)
+    reached = set(graph.embed_names) if ablation in ("interchange", "resample") else set(graph.writers)
     for writer in graph.writers:  # writer order is topological
         if writer not in reached and incoming.get(writer, set()) & reached:
             reached.add(writer)
@@ -72,7 +80,7 @@ class Circuit:
         if node_log_alpha is not None:
             keep = keep & gates.keep(node_log_alpha.detach().cpu())[torch.tensor(graph.edge_writer)]
         kept = {graph.edges[i] for i in torch.nonzero(keep).flatten().tolist()}
-        final = prune_dangling(graph, kept)
+        final = prune_dangling(graph, kept, info.get("ablation", "interchange"))
         order = graph.edge_index
         return cls(sorted(final, key=order.__getitem__), graph.num_edges,
                    dropped_dangling=len(kept) - len(final), **info)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from .errors import EpverifyError
+
 OUTPUT = "resid_post"
 
 
@@ -145,7 +147,7 @@ class ComponentGraph:
             try:
                 out.append(self.edge_index[(w, r)])
             except KeyError:
-                raise KeyError(
+                raise EpverifyError(
                     f"edge [{w!r}, {r!r}] is not in this model's graph "
                     f"({self.n_layers} layers, {self.n_heads} heads): was the circuit made for another model?"
                 ) from None

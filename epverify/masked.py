@@ -58,10 +58,7 @@ class MaskedModel:
             if isinstance(edge, str) or len(edge) != 2:
                 raise EpverifyError(f"an edge is a [writer, reader] pair, got {edge!r}")
             pairs.append((edge[0], edge[1]))
-        try:
-            index = self.graph.index_of(pairs)
-        except KeyError as e:
-            raise EpverifyError(e.args[0]) from None
+        index = self.graph.index_of(pairs)
         mask = torch.zeros(self.num_edges, dtype=self.adapter.dtype, device=self.adapter.device)
         mask[torch.tensor(index, dtype=torch.long, device=mask.device)] = 1
         return mask

@@ -81,7 +81,9 @@ def run_with_edges(
             raise EpverifyError("interchange ablation needs corrupted_ids")
         ablated, _ = writer_outputs(adapter, corrupted_ids, attention_mask)
     elif ablation == "zero":
-        ablated = {w: torch.zeros(*input_ids.shape, adapter.d_model, dtype=adapter.dtype) for w in adapter.graph.writers}
+        shape = (*input_ids.shape, adapter.d_model)
+        zero = torch.zeros(shape, dtype=adapter.dtype, device=adapter.device)
+        ablated = {w: zero for w in adapter.graph.writers}
     elif ablation == "mean":
         if reference is None:
             raise EpverifyError("mean ablation needs reference inputs")

@@ -1,7 +1,7 @@
 """Equivalence of the wrapped Hugging Face families with the Hugging Face models themselves.
 
-For random tiny configs of each family (GPT-2, Llama, GPT-NeoX, Qwen2), random inputs and random right padding,
-the engine keeping every edge must reproduce the model's own logits at every real position.
+For random tiny configs of each family (GPT-2, Llama, GPT-NeoX, Qwen2), random inputs and random right
+padding, the engine keeping every edge must reproduce the model's own logits at every real position.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def build(family: str, config, seed: int):
 
 @st.composite
 def batches(draw, vocab: int):
-    """Clean ids, corrupted ids (B, T) and a right-padded attention mask with at least one real token per row."""
+    """Clean and corrupted ids (B, T) and a right-padded attention mask, at least one real token per row."""
     batch, seq = draw(st.integers(1, 3)), draw(st.integers(1, 8))
     lengths = draw(st.lists(st.integers(1, seq), min_size=batch, max_size=batch))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
@@ -147,7 +147,7 @@ def hf_logits(model, ids, mask):
 @EXAMPLES
 @given(data=st.data())
 def test_masked_run_with_every_edge_equals_hf(family, data):
-    """With every edge kept, the masked run (interchange ablation from random corrupted ids) equals the HF model."""
+    """With every edge kept, the masked run (interchange ablation of random corrupted ids) equals HF."""
     config, seed, (ids, corrupted, mask) = data.draw(case(family))
     model = build(family, config, seed)
     adapter = wrap(model).adapter

@@ -99,7 +99,7 @@ def hf_logits(model, ids, mask=None):
 FAMILIES = ("gpt2", "llama", "gpt_neox", "qwen2")
 
 
-# ----- graph sizes ---------------------------------------------------------------------------------------------
+# ----- graph sizes ------------------------------------------------------------------------------------------
 def test_gpt2_small_edge_count_on_meta():
     with torch.device("meta"):
         model = GPT2LMHeadModel(GPT2Config())
@@ -139,7 +139,7 @@ def test_neox_parallel_mlp_does_not_read_its_own_layer_heads():
     assert sequential.num_edges - parallel.num_edges == 2 * 4  # each layer's MLP reads its 4 heads
 
 
-# ----- dispatch and errors -------------------------------------------------------------------------------------
+# ----- dispatch and errors ----------------------------------------------------------------------------------
 def test_unsupported_architecture_is_named_with_the_supported_list():
     fake = SimpleNamespace(config=SimpleNamespace(model_type="opt"), lm_head=object())
     with pytest.raises(EpverifyError, match=r"unsupported architecture 'opt'.*gpt2, llama, gpt_neox, qwen2"):
@@ -206,10 +206,10 @@ def test_qwen2_sliding_window_longer_than_the_window_is_refused():
     torch.testing.assert_close(wrap(model).run(short), hf_logits(model, short), atol=1e-5, rtol=0)
 
 
-# ----- no copies, no changes --------------------------------------------------------------------------------------
+# ----- no copies, no changes --------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_wrapping_copies_and_changes_no_weights(family):
-    """Wrapping puts the model in eval mode and freezes it, but its parameters keep their storage and values."""
+    """Wrapping sets eval mode and freezes the model; its parameters keep their storage and values."""
     model = tiny(family)
     model.train()
     before = {name: (p.data_ptr(), p.detach().clone()) for name, p in model.named_parameters()}
@@ -229,7 +229,7 @@ def test_wrapping_copies_and_changes_no_weights(family):
         assert tensor.untyped_storage().data_ptr() in params
 
 
-# ----- runs --------------------------------------------------------------------------------------------------------
+# ----- runs -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_no_edges_with_interchange_is_the_model_on_the_corrupted_input(family):
     model = tiny(family)

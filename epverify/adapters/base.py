@@ -73,6 +73,10 @@ class Adapter:
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def decide(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The model's decision per output row (..., V) -> (...): the argmax token for a language model."""
+        return outputs.argmax(-1)
+
     def summary(self) -> dict:
         """What a circuit file records about the model it was found in."""
         return {"family": type(self).__name__, **self.graph.summary(), "d_model": self.d_model}

@@ -76,5 +76,12 @@ class TracrAdapter(Adapter):
     def unembed(self, x):
         return x @ self.model.weights["unembed"]
 
+    def decide(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Categorical: the argmax value index, or -1 where no output direction is set (RASP's None).
+        Numerical: the value rounded to the decoding precision (x 10^4)."""
+        if self.model.categorical:
+            return torch.where(outputs.amax(-1) >= 0.5, outputs.argmax(-1), -1)
+        return torch.round(outputs[..., 0] * 1e4).long()
+
     def summary(self) -> dict:
         return {"family": "tracr", "program": self.model.name, **super().summary()}

@@ -84,13 +84,15 @@ class CompiledModel:
         return ids, mask
 
     def decode(self, outputs: torch.Tensor, attention_mask: torch.Tensor) -> list[list]:
-        """Decoded outputs per real position after BOS: argmax values (categorical) or rounded floats."""
+        """Decoded outputs per real position after BOS: argmax values (categorical; None where no output
+        direction reaches 1/2, RASP's undefined value) or floats rounded to 4 digits (numerical)."""
         result = []
         for row in range(outputs.shape[0]):
             n = int(attention_mask[row].sum()) - 1
             out = outputs[row, 1 : n + 1]
             if self.categorical:
-                result.append([self.output_values[i] for i in out.argmax(-1).tolist()])
+                result.append([self.output_values[i] if v >= 0.5 else None
+                               for i, v in zip(out.argmax(-1).tolist(), out.amax(-1).tolist())])
             else:
                 result.append([round(float(v), 4) for v in out[:, 0]])
         return result

@@ -1,0 +1,108 @@
+"""Recover every shipped Tracr program under one ablation for a list of seeds; one line per program and seed.
+
+    python bench/recover_zoo.py --ablation zero --seeds 0,1,2,3,4
+    python bench/recover_zoo.py --ablation interchange --programs hist,reverse --set steps=600 --set lr=0.05
+
+`--set FIELD=VALUE` overrides a field of the default `TRACR_CONFIG` (for experiments only: the shipped defaults
+are what `recover()` uses). Prints the per-seed exact counts, the programs recovered for at least 4 of the seeds,
+and the wall time; `--json PATH` also writes every report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from epverify.recover import TRACR_CONFIG, recover  # noqa: E402
+from epverify.trainer import PruneConfig  # noqa: E402
+from epverify.tracr import zoo  # noqa: E402
+from epverify.tracr.model import CompiledModel  # noqa: E402
+
+
+def _parse_set(items: list[str]) -> dict:
+    types = {f.name: f.type for f in fields(PruneConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"--set {item}: PruneConfig has no field {key!r} (fields: {', '.join(types)})")
+        kind = types[key] if isinstance(types[key], type) else eval(str(types[key]))  # noqa: S307
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean"])
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--programs", default="all", help="comma-separated program names, or 'all'")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a TRACR_CONFIG field (experiments only)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--json", metavar="PATH", help="also write every report as JSON")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    programs = zoo.names() if args.programs == "all" else [p.strip() for p in args.programs.split(",")]
+    overrides = _parse_set(args.set)
+    config = replace(TRACR_CONFIG, **overrides) if overrides else None
+    shown = replace(TRACR_CONFIG, **overrides)
+    print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
+          f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size}"
+          + (f"; overrides {overrides}" if overrides else ""), flush=True)
+    print(f"{'program':18s} {'seed':>4s} {'edges':>6s} {'truth':>5s} {'found':>5s} {'prec':>6s} {'recall':>6s}"
+          f" {'loss':>9s} {'acc':>6s} {'sec':>6s}  result", flush=True)
+
+    start = time.perf_counter()
+    reports, exact = [], {}
+    train_seconds = 0.0
+    for name in programs:
+        model = CompiledModel.load(zoo.ROOT / name)
+        for seed in seeds:
+            r = recover(model, ablation=args.ablation, seed=seed, config=config)
+            reports.append(r)
+            exact[(name, seed)] = r.exact
+            train_seconds += r.seconds
+            truth, found = {tuple(e) for e in r.truth_edges}, {tuple(e) for e in r.found_edges}
+            detail = ""
+            if not r.exact:
+                missing, extra = sorted(truth - found), sorted(found - truth)
+                detail = (f"  missing {[f'{w}>{x}' for w, x in missing]}" if missing else "") + (
+                    f"  extra {[f'{w}>{x}' for w, x in extra]}" if extra else "")
+            print(f"{name:18s} {seed:4d} {r.total_edges:6d} {len(truth):5d} {len(found):5d} {r.precision:6.3f}"
+                  f" {r.recall:6.3f} {r.faithfulness:9.2e} {r.accuracy:6.3f} {r.seconds:6.1f}  "
+                  f"{'exact' if r.exact else 'NO'}{detail}", flush=True)
+    wall = time.perf_counter() - start
+
+    print()
+    for seed in seeds:
+        n = sum(exact[(p, seed)] for p in programs)
+        print(f"seed {seed}: exact {n}/{len(programs)}")
+    need = min(4, len(seeds))
+    per_program = {p: sum(exact[(p, s)] for s in seeds) for p in programs}
+    ok = [p for p, n in per_program.items() if n >= need]
+    print(f"programs exact for at least {need}/{len(seeds)} seeds: {len(ok)}/{len(programs)}")
+    weak = {p: n for p, n in per_program.items() if n < len(seeds)}
+    if weak:
+        print("programs missed for some seed: " + ", ".join(f"{p} ({n}/{len(seeds)})" for p, n in weak.items()))
+    print(f"total exact {sum(exact.values())}/{len(exact)}; recover seconds {train_seconds:.1f}"
+          f" ({train_seconds / max(1, len(seeds)):.1f} per seed); wall {wall:.1f}s")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([r.to_dict() for r in reports], indent=1) + "\n")
+    return 0 if len(ok) == len(programs) and all(exact[(p, seeds[0])] for p in programs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
