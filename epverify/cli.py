@@ -112,6 +112,35 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+# ----- prune -----------------------------------------------------------------------------------------------------
+def cmd_prune(args) -> int:
+    from .pipeline import prune_on_task
+    from .trainer import PruneConfig
+
+    options = {}
+    if args.data:
+        options["path"] = args.data
+    if args.prompt:
+        options["prompt"] = args.prompt
+    warmup = args.warmup_steps if args.warmup_steps is not None else int(args.steps * 5 / 6)
+    config = PruneConfig(target_sparsity=args.target_sparsity, steps=args.steps, warmup_steps=warmup, lr=args.lr,
+                         lambda_lr=args.lambda_lr, batch_size=args.batch_size, ablation=args.ablation,
+                         node_masks=args.node_masks, seed=args.seed)
+
+    def progress(record):
+        if record["step"] % max(1, args.steps // 20) == 0 or record["step"] == args.steps:
+            print(f"step {record['step']:6d}  loss {record['loss']:.4f}  kl {record['faithfulness']:.4f}  "
+                  f"sparsity {record['sparsity']:.3f} / {record['target']:.3f}", flush=True)
+
+    circuit = prune_on_task(args.model, args.task, config, args.out, n_examples=args.examples,
+                            task_options=options, progress=progress)
+    m = circuit.metrics
+    print(f"circuit: {len(circuit.edges)} of {circuit.total_edges} edges (sparsity {circuit.sparsity:.4f}); "
+          + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    print(f"wrote {Path(args.out) / 'circuit.json'} and {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
 # ----- entry point -----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epverify", description="Edge Pruning circuit discovery, verified.")
@@ -128,6 +157,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-len", type=int, help="FILE.py:FUNCTION only: longest input")
     p.add_argument("--causal", action="store_true", help="FILE.py:FUNCTION only: compile with causal attention")
     p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("prune", help="find a circuit in a Hugging Face model on a task",
+                       description="Run Edge Pruning on a local Hugging Face checkpoint for a task and write the "
+                                   "circuit JSON and its metrics.")
+    p.add_argument("--model", required=True, help="local checkpoint directory (config, weights, tokenizer)")
+    p.add_argument("--task", required=True,
+                   help="ioi, greater-than, gendered-pronouns (gp), boolean-expressions (boolean), or jsonl")
+    p.add_argument("--data", help="jsonl task: the file of {clean, corrupted, target, distractor} lines")
+    p.add_argument("--prompt", choices=["instruction", "few-shot"], help="boolean-expressions prompt style")
+    p.add_argument("--target-sparsity", type=float, default=0.95)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--warmup-steps", type=int, help="default: 5/6 of the steps")
+    p.add_argument("--lr", type=float, default=0.8, help="learning rate of the edge masks")
+    p.add_argument("--lambda-lr", type=float, default=0.8, help="learning rate of the Lagrange multipliers")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--examples", type=int, default=256, help="number of task examples to generate")
+    p.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean", "resample"])
+    p.add_argument("--node-masks", action="store_true", help="also learn a mask per writer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("zoo", help="list the shipped Tracr programs and their ground-truth sizes",
                        description="List the shipped compiled programs: size, total edges, and ground-truth "

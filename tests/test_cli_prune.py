@@ -1,0 +1,68 @@
+"""`epverify prune` end to end on tiny random checkpoints saved locally, for every task; nothing is downloaded."""
+
+import json
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from epverify.circuit import Circuit
+from epverify.cli import main
+from epverify.tasks import TASKS, get_task
+from epverify.tasks.tokenizer import build_word_tokenizer
+
+
+def _checkpoint(tmp_path, family, words):
+    tokenizer = build_word_tokenizer(words)
+    torch.manual_seed(0)
+    if family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2,
+                                           n_head=2))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             max_position_embeddings=128))
+    path = tmp_path / family
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _jsonl(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"clean": "the cat sat on the", "corrupted": "the dog sat on the", "target": "mat",
+             "distractor": "rug"}] * 6
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_prune_writes_a_circuit_for_every_task(tmp_path, task, capsys):
+    extra = []
+    words = get_task(task, path=_jsonl(tmp_path)).vocabulary() if task == "jsonl" else get_task(task).vocabulary()
+    if task == "jsonl":
+        extra = ["--data", str(_jsonl(tmp_path))]
+    family = "llama" if task in ("boolean-expressions", "ioi") else "gpt2"
+    model = _checkpoint(tmp_path, family, words)
+    out = tmp_path / "run"
+    code = main(["prune", "--model", str(model), "--task", task, *extra, "--steps", "6", "--batch-size", "4",
+                 "--examples", "8", "--target-sparsity", "0.5", "--out", str(out)])
+    assert code == 0
+    circuit = Circuit.from_json(out / "circuit.json")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert circuit.total_edges > 0 and "kl" in metrics and len(metrics["history"]) == 6
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_prune_reports_a_missing_model_in_one_line(tmp_path, capsys):
+    code = main(["prune", "--model", str(tmp_path / "nope"), "--task", "ioi", "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0]
+
+
+def test_prune_rejects_out_of_range_sparsity(tmp_path, capsys):
+    model = _checkpoint(tmp_path, "gpt2", get_task("ioi").vocabulary())
+    code = main(["prune", "--model", str(model), "--task", "ioi", "--target-sparsity", "2", "--out",
+                 str(tmp_path / "o")])
+    assert code == 2 and "[0, 1.5]" in capsys.readouterr().err
