@@ -1,0 +1,253 @@
+"""Time and memory of one Edge Pruning step against a plain forward+backward of the same model and batch.
+
+    python bench/step.py                 # every case, table of ratios
+    python bench/step.py --quick         # small shapes (used by the tests)
+    python bench/step.py --cases gpt2-small-b8 --repeats 7
+
+A pruning step is what the trainer does per batch: the corrupted run (no grad), the masked forward with sampled
+masks, the KL against the cached full-model distribution, its backward into the masks, and the optimizer steps.
+The baseline is a plain forward+backward of the same model on the same batch with gradients for its weights
+(for Hugging Face models, the model's own forward). Times are medians of several runs after a warm-up; peak memory
+is the peak resident memory above the set-up's, sampled every millisecond (CPU) or torch's peak (GPU), each mode
+measured in its own process. Ratios are printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from epverify import engine, gates  # noqa: E402
+from epverify.adapters import wrap  # noqa: E402
+from epverify.trainer import AblationSource, Faithfulness, PruneData, expected_sparsity  # noqa: E402
+
+
+# ----- cases ---------------------------------------------------------------------------------------------------
+def _hf_case(kind: str, batch: int, seq: int, quick: bool):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        cfg = GPT2Config(n_layer=2, n_head=4, n_embd=64) if quick else GPT2Config()  # GPT-2 small shape
+        model = GPT2LMHeadModel(cfg)
+    else:
+        cfg = (LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=1000) if quick else
+               LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8,
+                           num_key_value_heads=4, vocab_size=32000))
+        model = LlamaForCausalLM(cfg)
+    cfg._attn_implementation = "eager"
+    model.eval()
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+    corrupted = torch.randint(0, cfg.vocab_size, (batch, seq))
+    mask = torch.ones_like(ids)
+    loss_mask = torch.zeros_like(ids, dtype=torch.bool)
+    loss_mask[:, -1] = True
+
+    def plain():
+        for p in model.parameters():
+            p.requires_grad_(True)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return model, PruneData(ids, mask, loss_mask, corrupted), plain
+
+
+def _tracr_case(name: str, batch: int, quick: bool):
+    from epverify.recover import tracr_data
+    from epverify.tracr import load
+    from epverify.tracr.model import CompiledModel
+
+    if name == "wide":
+        model = _wide_tracr(quick)
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, 32, (batch, 1 + model.max_seq_len), generator=gen)
+        corrupted = torch.randint(0, 32, ids.shape, generator=gen)
+        mask = torch.ones_like(ids)
+        loss_mask = mask.bool().clone()
+        loss_mask[:, 0] = False
+        data = PruneData(ids, mask, loss_mask, corrupted)
+    else:
+        model = load(name)
+        full = tracr_data(model)
+        index = torch.arange(min(batch, len(full)))
+        data = PruneData(full.input_ids[index], full.attention_mask[index], full.loss_mask[index],
+                         full.corrupted_ids[index])
+    assert isinstance(model, CompiledModel)
+    masked = wrap(model)
+
+    def plain():
+        for w in model.weights.values():
+            w.requires_grad_(True)
+        out = engine.forward(masked.adapter, data.input_ids, data.attention_mask)
+        out.float().pow(2).mean().backward()
+        for w in model.weights.values():
+            w.grad = None
+            w.requires_grad_(False)
+
+    return model, data, plain
+
+
+def _wide_tracr(quick: bool):
+    """A synthetic Tracr-shaped model (no layer norm, ReLU MLPs, one-hot embeddings) wider than any zoo program."""
+    from epverify.tracr.model import CompiledModel
+
+    layers, heads, key, d, hidden = (2, 2, 8, 32, 32) if quick else (6, 8, 32, 256, 512)
+    gen = torch.Generator().manual_seed(0)
+    w = {"token_embed": torch.randn(32, d, generator=gen), "pos_embed": torch.randn(17, d, generator=gen),
+         "unembed": torch.randn(d, 16, generator=gen)}
+    for layer in range(layers):
+        p = f"layers.{layer}."
+        for part in ("query", "key", "value"):
+            w[p + part] = torch.randn(d, heads * key, generator=gen) / d**0.5
+        w[p + "linear"] = torch.randn(heads * key, d, generator=gen) / (heads * key) ** 0.5
+        w[p + "mlp1_w"] = torch.randn(d, hidden, generator=gen) / d**0.5
+        w[p + "mlp1_b"] = torch.zeros(hidden)
+        w[p + "mlp2_w"] = torch.randn(hidden, d, generator=gen) / hidden**0.5
+        w[p + "mlp2_b"] = torch.zeros(d)
+    return CompiledModel("wide", w, list(range(30)), 16, False, [str(i) for i in range(d)],
+                         {i: i for i in range(32)}, list(range(16)), layers, heads, key)
+
+
+CASES = {
+    "tracr-largest": lambda quick: _tracr_case("shuffle_dyck2", 64, quick),
+    "tracr-wide": lambda quick: _tracr_case("wide", 32, quick),
+    "gpt2-small-b8": lambda quick: _hf_case("gpt2", 8, 24, quick),
+    "gpt2-small-b32": lambda quick: _hf_case("gpt2", 32, 24, quick),
+    "llama-small-b8": lambda quick: _hf_case("llama", 8, 64, quick),
+}
+
+
+# ----- the pruning step ------------------------------------------------------------------------------------------
+def pruning_step_fn(model, data: PruneData):
+    """One trainer step on `data` as a closure (the full model's targets cached once, as the trainer does)."""
+    masked = wrap(model)
+    adapter = masked.adapter
+    if hasattr(model, "parameters"):
+        for p in model.parameters():
+            p.requires_grad_(False)
+    loss_fn = Faithfulness(adapter, data, len(data))
+    ablated_for = AblationSource(adapter, data, "interchange", len(data))
+    log_alpha = gates.init_log_alpha(adapter.graph.num_edges).requires_grad_()
+    lambdas = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.Adam([log_alpha], lr=0.8)
+    lambda_opt = torch.optim.Adam([lambdas], lr=0.8, maximize=True)
+    edge_writer = torch.tensor(adapter.graph.edge_writer)
+    index = torch.arange(len(data))
+
+    def step():
+        ablated = ablated_for(index)
+        logits = engine.masked_run(adapter, data.input_ids, ablated, gates.sample(log_alpha),
+                                   attention_mask=data.attention_mask)
+        gap = expected_sparsity(log_alpha, None, edge_writer) - 0.5
+        loss = loss_fn(logits, index) + lambdas[0] * gap + lambdas[1] * gap**2
+        opt.zero_grad()
+        lambda_opt.zero_grad()
+        loss.backward()
+        opt.step()
+        lambda_opt.step()
+
+    return step
+
+
+# ----- measurement -----------------------------------------------------------------------------------------------
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _peak_bytes(fn) -> int:
+    """Peak memory above the current level while fn runs (GPU: torch's peak; CPU: sampled resident memory)."""
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = base
+    running = True
+
+    def sample():
+        nonlocal peak
+        while running:
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        fn()
+    finally:
+        running = False
+        thread.join()
+    return peak - base
+
+
+def _measure_memory(case: str, mode: str, quick: bool) -> int:
+    model, data, plain = CASES[case](quick)
+    fn = plain if mode == "plain" else pruning_step_fn(model, data)
+    return _peak_bytes(fn)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="small shapes, for tests")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--json", help="also write the results as JSON")
+    parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(True)
+    if args._memory:
+        print(_measure_memory(args._memory[0], args._memory[1], args.quick))
+        return
+
+    rows = []
+    for case in args.cases:
+        model, data, plain = CASES[case](args.quick)
+        graph = wrap(model).graph
+        plain_s = _median_seconds(plain, args.repeats)
+        step_s = _median_seconds(pruning_step_fn(model, data), args.repeats)
+        row = {"case": case, "edges": graph.num_edges, "batch": list(data.input_ids.shape),
+               "plain_s": plain_s, "step_s": step_s, "time_ratio": step_s / plain_s}
+        if not args.no_memory:
+            mem = {}
+            for mode in ("plain", "step"):
+                cmd = [sys.executable, __file__, "--_memory", case, mode] + (["--quick"] if args.quick else [])
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                mem[mode] = int(out.stdout.strip().splitlines()[-1])
+            row.update({"plain_mb": mem["plain"] / 2**20, "step_mb": mem["step"] / 2**20,
+                        "memory_ratio": mem["step"] / max(mem["plain"], 1)})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    print()
+    print(f"{'case':16s} {'edges':>7s} {'batch':>8s} {'plain s':>8s} {'step s':>8s} {'plain MB':>9s} "
+          f"{'step MB':>8s} {'time x':>7s} {'mem x':>6s}")
+    for r in rows:
+        print(f"{r['case']:16s} {r['edges']:7d} {'x'.join(map(str, r['batch'])):>8s} {r['plain_s']:8.3f} "
+              f"{r['step_s']:8.3f} {r.get('plain_mb', float('nan')):9.1f} {r.get('step_mb', float('nan')):8.1f} "
+              f"{r['time_ratio']:7.2f} {r.get('memory_ratio', float('nan')):6.2f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
