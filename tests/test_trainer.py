@@ -1,0 +1,72 @@
+"""The trainer: seeded, Lagrangian by ascent, and bad input / divergence reported clearly with work kept."""
+
+import math
+
+import pytest
+import torch
+
+from epverify import gates
+from epverify.adapters.tracr import TracrAdapter
+from epverify.errors import EpverifyError
+from epverify.recover import tracr_data
+from epverify.tracr import load
+from epverify.trainer import PruneConfig, PruneData, prune
+
+
+def _small():
+    model = load("xproportion")
+    return TracrAdapter(model), tracr_data(model)
+
+
+def _config(**kw):
+    base = dict(target_sparsity=0.5, steps=6, warmup_steps=3, lr=0.1, lambda_lr=0.1, batch_size=16)
+    base.update(kw)
+    return PruneConfig(**base)
+
+
+@pytest.mark.parametrize("target", [-0.1, 1.6, math.nan])
+def test_target_sparsity_out_of_range_is_rejected(target):
+    with pytest.raises(EpverifyError, match=r"\[0, 1.5\]"):
+        _config(target_sparsity=target).validate()
+
+
+def test_clean_and_corrupted_of_different_shapes_are_rejected():
+    ids = torch.zeros(4, 5, dtype=torch.long)
+    with pytest.raises(EpverifyError, match="same shape"):
+        PruneData(ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool), torch.zeros(4, 6, dtype=torch.long))
+
+
+def test_empty_dataset_is_rejected():
+    ids = torch.zeros(0, 5, dtype=torch.long)
+    with pytest.raises(EpverifyError, match="empty"):
+        PruneData(ids, ids, ids.bool(), ids)
+
+
+def test_same_seed_same_masks_and_lambdas_ascend():
+    adapter, data = _small()
+    a = prune(adapter, data, _config(seed=3))
+    b = prune(adapter, data, _config(seed=3))
+    c = prune(adapter, data, _config(seed=4))
+    assert torch.equal(a.edge_log_alpha, b.edge_log_alpha)
+    assert not torch.equal(a.edge_log_alpha, c.edge_log_alpha)
+    # sparsity stays below the target early on, so gradient ascent drives lambda1 negative
+    assert all(h["sparsity"] < h["target"] for h in a.history[1:])
+    assert a.lambdas[0] < 0
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_masks():
+    adapter, data = _small()
+    original = adapter.unembed
+    seen = []
+
+    def progress(record):
+        seen.append(record["step"])
+        if record["step"] == 3:  # from the 4th step on the model produces NaN
+            adapter.unembed = lambda x: original(x) * float("nan")
+
+    with pytest.raises(EpverifyError, match="loss became nan at step 3") as info:
+        prune(adapter, data, _config(), progress=progress)
+    result = info.value.result
+    assert len(result.history) == 3 and torch.isfinite(result.edge_log_alpha).all()
+    assert not torch.equal(result.edge_log_alpha, gates.init_log_alpha(adapter.graph.num_edges,
+                                                                       torch.Generator().manual_seed(0)))
