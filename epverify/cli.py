@@ -142,6 +142,10 @@ def cmd_prune(args) -> int:
 
 
 # ----- entry point -----------------------------------------------------------------------------------------------
+# Subcommands that live beside their own code: each module defines register_cli(subparsers), which adds its
+# parser and sets `func` to a function of the parsed args returning the exit status.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epverify", description="Edge Pruning circuit discovery, verified.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the shipped compiled programs: size, total edges, and ground-truth "
                                    "edges per ablation.")
     p.set_defaults(func=cmd_zoo)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register_cli(sub)
     return parser
 
 
