@@ -39,6 +39,14 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def _listing(label: str, edges: list, limit: int = 8) -> str:
+    if not edges:
+        return ""
+    names = [f"{w}>{r}" for w, r in edges[:limit]]
+    more = f" +{len(edges) - limit} more" if len(edges) > limit else ""
+    return f"  {label} {len(edges)}: {', '.join(names)}{more}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean"])
@@ -77,8 +85,7 @@ def main(argv=None) -> int:
             detail = ""
             if not r.exact:
                 missing, extra = sorted(truth - found), sorted(found - truth)
-                detail = (f"  missing {[f'{w}>{x}' for w, x in missing]}" if missing else "") + (
-                    f"  extra {[f'{w}>{x}' for w, x in extra]}" if extra else "")
+                detail = _listing("missing", missing) + _listing("extra", extra)
             print(f"{name:18s} {seed:4d} {r.total_edges:6d} {len(truth):5d} {len(found):5d} {r.precision:6.3f}"
                   f" {r.recall:6.3f} {r.faithfulness:9.2e} {r.accuracy:6.3f} {r.seconds:6.1f}  "
                   f"{'exact' if r.exact else 'NO'}{detail}", flush=True)

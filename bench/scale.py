@@ -76,6 +76,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--random-weights", action="store_true", help="required: build the model from its config")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per step (x ~68 tokens)")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--memory-cap-gib", type=float,
+                        help="GPU: refuse allocations beyond this many GiB (e.g. 80 on a larger card)")
     parser.add_argument("--json", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if not args.random_weights:
@@ -83,6 +85,9 @@ def main(argv=None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
+    if device.type == "cuda" and args.memory_cap_gib:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total))
     start = time.perf_counter()
     model = build(args.config, device, dtype)
     masked = wrap(model)
@@ -123,6 +128,7 @@ def main(argv=None) -> dict:
         "seconds_per_step_median": round(per_step, 3),
         "tokens_per_second": round(tokens / per_step, 1),
         "peak_memory_gib": None if peak is None else round(peak / 2**30, 2),
+        "memory_cap_gib": args.memory_cap_gib,
         "predicted_peak_gib": round(predicted.total / 2**30, 2),
         "predicted": {k: round(v / 2**30, 3) for k, v in predicted.parts.items()},
     }

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+import torch.utils.checkpoint
 
 from .adapters.base import Adapter
 from .errors import EpverifyError
 
 ABLATIONS = ("interchange", "zero", "mean", "resample")
+READER_CHUNK_BYTES = 256 * 2**20  # reader inputs are mixed and normed in chunks of about this size
 
 
 @dataclass
@@ -55,9 +57,18 @@ class Record:
 
     def select(self, index: torch.Tensor) -> Record:
         """Rows `index` of the batch (the embeddings carry the batch in dimension 1)."""
-        out = self.map(lambda t: t.index_select(0, index) if t.dim() else t)
-        out.embeds = self.embeds.index_select(1, index)
-        return out
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, index)
+
+        return Record(
+            embeds=self.embeds.index_select(1, index),
+            attn_in=[rows(t) for t in self.attn_in],
+            heads=[rows(t) for t in self.heads],
+            mlp_in=[rows(t) for t in self.mlp_in],
+            mlp_out=[rows(t) for t in self.mlp_out],
+            final=rows(self.final),
+            logits=None if self.logits is None else rows(self.logits),
+        )
 
 
 @torch.no_grad()
@@ -176,58 +187,109 @@ def expand_record(record: Record, batch: int, seq: int) -> Record:
 
 
 # ----- the delta stack ---------------------------------------------------------------------------------------
+@dataclass
+class _Group:
+    """Writers pushed together: the embeddings, a layer's heads, or a layer's MLP."""
+
+    start: int
+    n: int
+    out_weight: torch.Tensor | None  # heads: (H, head_dim, d), their gradient is kept in head space
+    grad: torch.Tensor | None = None  # float32: (n, B, T, d) for dense groups, (B, H, T, head_dim) for heads
+
+
 class DeltaStack:
-    """One preallocated stack of writer deltas, shared by every reader, with one shared gradient buffer.
+    """One preallocated stack of writer deltas, shared by every reader, with gradients accumulated per group.
 
     Autograd sees two operations: `push` (a writer group's deltas enter the stack; returns a token) and `mix`
     (a reader group's inputs from its mask block and the tokens of its upstream writers). Passing the tokens makes
     autograd run a push's backward only after every mix that read it, when its gradient is complete.
+
+    Memory: the values are one stack (W, B, T, d) in the model's dtype. Gradients accumulate in float32 per
+    group; a heads group keeps them before the output projection (B, H, T, head_dim), folding each reader
+    group's contribution through the projection, so the gradient side is about 1/H of the stack.
     """
 
     def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
         self.values = torch.empty(n_writers, *shape, dtype=dtype, device=device)  # (W, B, T, d)
-        self.grads: torch.Tensor | None = None
+        self.groups: list[_Group] = []
         self.filled = 0
         self.tokens: list[torch.Tensor] = []
 
     def push(self, delta: torch.Tensor) -> None:
         """Append deltas (n, B, T, d) of the next writers in writer order."""
-        token = _Push.apply(delta, self, self.filled)
+        self.groups.append(_Group(self.filled, delta.shape[0], None))
+        self.tokens.append(_Push.apply(delta, self, len(self.groups) - 1))
         self.filled += delta.shape[0]
-        self.tokens.append(token)
 
-    def mix(self, masks: torch.Tensor) -> torch.Tensor:
-        """Reader inputs' deltas: masks (R, W_up) against the first W_up writers -> (R, B, T, d)."""
-        if masks.shape[1] != self.filled:
-            raise RuntimeError(f"mask block reads {masks.shape[1]} writers but {self.filled} are in the stack")
-        return _Mix.apply(masks, self, *self.tokens)
+    def push_heads(self, head_delta: torch.Tensor, out_weight: torch.Tensor) -> None:
+        """Append a layer's heads from their deltas before projection (B, H, T, e) and weights (H, e, d)."""
+        self.groups.append(_Group(self.filled, head_delta.shape[1], out_weight))
+        self.tokens.append(_Push.apply(head_delta, self, len(self.groups) - 1))
+        self.filled += head_delta.shape[1]
 
-    def grad_buffer(self) -> torch.Tensor:
-        if self.grads is None:
-            self.grads = torch.zeros_like(self.values)
-        return self.grads
+    def mix(self, masks: torch.Tensor, tokens: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Reader inputs' deltas: masks ([B,] R, W_up) against the first W_up writers -> (R, B, T, d).
+
+        `tokens` are those of the groups the readers read (default: every group pushed so far).
+        """
+        tokens = self.tokens if tokens is None else tokens
+        n_up = sum(g.n for g in self.groups[: len(tokens)])
+        if masks.shape[-1] != n_up:
+            raise RuntimeError(f"mask block reads {masks.shape[-1]} writers but {n_up} are upstream")
+        return _Mix.apply(masks, self, *tokens)
+
+    def accumulate(self, masks: torch.Tensor, grad_out: torch.Tensor) -> None:
+        """Add a reader group's gradient (R, B, T, d), weighted by its masks, into each upstream group."""
+        n_up = masks.shape[-1]
+        for group in self.groups:
+            if group.start >= n_up:
+                break
+            z = masks[..., group.start : group.start + group.n].to(grad_out.dtype)  # ([B,] R, n)
+            if z.dim() == 2:
+                part = torch.einsum("rn,rbtd->nbtd", z, grad_out)
+            else:
+                part = torch.einsum("brn,rbtd->nbtd", z, grad_out)
+            if group.out_weight is not None:  # fold into head space: (n, B, T, d) @ (n, e, d)^T -> (B, n, T, e)
+                part = torch.einsum("hbtd,hed->bhte", part, group.out_weight.to(part.dtype))
+            if group.grad is None:
+                group.grad = part.float()
+            else:
+                group.grad += part
 
 
 class _Push(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, delta, stack: DeltaStack, start: int):
-        stack.values[start : start + delta.shape[0]].copy_(delta)
-        ctx.stack, ctx.start, ctx.n = stack, start, delta.shape[0]
+    def forward(ctx, delta, stack: DeltaStack, index: int):
+        group = stack.groups[index]
+        rows = stack.values[group.start : group.start + group.n]
+        if group.out_weight is None:
+            rows.copy_(delta)
+        else:
+            rows.copy_(torch.einsum("bhte,hed->hbtd", delta, group.out_weight.to(delta.dtype)))
+        ctx.stack, ctx.index, ctx.dtype, ctx.shape = stack, index, delta.dtype, delta.shape
         return delta.new_zeros(0)
 
     @staticmethod
     def backward(ctx, _token_grad):
-        grads = ctx.stack.grad_buffer()
-        return grads[ctx.start : ctx.start + ctx.n], None, None
+        group = ctx.stack.groups[ctx.index]
+        grad = group.grad
+        group.grad = None
+        if grad is None:  # no reader downstream needed a gradient
+            grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.stack.values.device)
+        return grad.to(ctx.dtype), None, None
 
 
 class _Mix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, masks, stack: DeltaStack, *tokens):
-        n_up = masks.shape[1]
-        values = stack.values[:n_up].reshape(n_up, -1)  # (W_up, B*T*d)
+        n_up = masks.shape[-1]
         ctx.stack, ctx.n_tokens = stack, len(tokens)
         ctx.save_for_backward(masks)
+        if masks.dim() == 3:  # per-example masks (B, R, W_up): out[r, b] = sum_w masks[b, r, w] values[w, b]
+            values = stack.values[:n_up].flatten(2).transpose(0, 1)  # (B, W_up, T*d)
+            out = torch.bmm(masks.to(values.dtype), values)  # (B, R, T*d)
+            return out.transpose(0, 1).reshape(masks.shape[1], *stack.values.shape[1:])
+        values = stack.values[:n_up].reshape(n_up, -1)  # (W_up, B*T*d)
         out = masks.to(values.dtype) @ values  # (R, B*T*d)
         return out.reshape(masks.shape[0], *stack.values.shape[1:])
 
@@ -235,15 +297,19 @@ class _Mix(torch.autograd.Function):
     def backward(ctx, grad_out):
         (masks,) = ctx.saved_tensors
         stack = ctx.stack
-        n_up = masks.shape[1]
-        g = grad_out.reshape(masks.shape[0], -1).to(stack.values.dtype)  # (R, B*T*d)
+        n_up = masks.shape[-1]
+        g = grad_out.to(stack.values.dtype)  # (R, B, T, d)
         grad_masks = None
         if ctx.needs_input_grad[0]:
-            grad_masks = (g @ stack.values[:n_up].reshape(n_up, -1).T).to(masks.dtype)
+            if masks.dim() == 3:
+                values = stack.values[:n_up].flatten(2).transpose(0, 1)  # (B, W_up, T*d)
+                g_b = g.flatten(2).transpose(0, 1)  # (B, R, T*d)
+                grad_masks = torch.bmm(g_b, values.transpose(1, 2)).to(masks.dtype)  # (B, R, W_up)
+            else:
+                grad_masks = (g.reshape(g.shape[0], -1) @ stack.values[:n_up].reshape(n_up, -1).T).to(masks.dtype)
         if any(ctx.needs_input_grad[2:]):
-            buf = stack.grad_buffer()[:n_up].reshape(n_up, -1)
-            buf.addmm_(masks.to(g.dtype).T, g)
-        empty = [t.new_zeros(0) for t in [grad_out] * ctx.n_tokens]
+            stack.accumulate(masks, g)
+        empty = [grad_out.new_zeros(0) for _ in range(ctx.n_tokens)]
         return (grad_masks, None, *empty)
 
 
@@ -254,43 +320,82 @@ def masked_run(
     edge_mask: torch.Tensor,
     node_mask: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """Logits of the model with every edge scaled by its mask and every writer by its node mask.
 
-    edge_mask: (num_edges,) in edge order; node_mask: (num_writers,) or None; ablated: a Record with the same
-    batch shape as input_ids.
+    checkpoint: recompute each layer's activations in the backward instead of keeping them (large models).
+
+    edge_mask: (num_edges,) in edge order, or (B, num_edges) for one mask per example (training samples an
+    independent mask for every example); node_mask: (num_writers,), (B, num_writers) or None; ablated: a Record
+    with the same batch shape as input_ids.
     """
     graph = adapter.graph
-    if edge_mask.shape != (graph.num_edges,):
+    batch, seq = input_ids.shape
+    if edge_mask.shape not in ((graph.num_edges,), (batch, graph.num_edges)):
         raise EpverifyError(
             f"edge mask has shape {tuple(edge_mask.shape)}, expected ({graph.num_edges},): one value per edge"
+            f" (or ({batch}, {graph.num_edges}): one mask per example)"
         )
     if ablated.final.shape[:2] != input_ids.shape:
         raise EpverifyError(
             f"ablated run has batch shape {tuple(ablated.final.shape[:2])} but the input is {tuple(input_ids.shape)}"
             ": clean and corrupted batches must have the same shape"
         )
-    batch, seq = input_ids.shape
     stack = DeltaStack(len(graph.writers), (batch, seq, adapter.d_model), adapter.dtype, adapter.device)
+    lead = edge_mask.shape[:-1]  # () for one mask shared by the batch, (B,) for one mask per example
 
-    def block(group) -> torch.Tensor:  # (R, W_up) masks of a reader group, node masks folded in
-        z = edge_mask[group.edge_start : group.edge_start + group.n_edges].view(len(group.readers), group.n_writers)
+    def block(group) -> torch.Tensor:  # ([B,] R, W_up) masks of a reader group, node masks folded in
+        z = edge_mask[..., group.edge_start : group.edge_start + group.n_edges]
+        z = z.reshape(*lead, len(group.readers), group.n_writers)
         if node_mask is not None:
-            z = z * node_mask[None, : group.n_writers]
+            z = z * node_mask[..., None, : group.n_writers]
         return z
 
     stack.push(adapter.embed(input_ids) - ablated.embeds)
     nq, nkv = adapter.n_heads, adapter.n_kv_heads
+    reader_bytes = batch * seq * adapter.d_model * 4  # one reader's input, in float32 (norms upcast)
+    reader_chunk_size = max(1, READER_CHUNK_BYTES // reader_bytes)
+
+    def reader_chunk(layer, kind, heads, z, *tokens):  # -> (B, n, T, head_dim) for readers `heads` of `kind`
+        x = ablated.attn_in[layer][None] + stack.mix(z, list(tokens))  # (n, B, T, d)
+        return adapter.project(layer, kind, x, heads)
+
+    def attention_block(layer, z):  # -> head deltas before projection (B, H, T, head_dim)
+        # z: ([B,] H + 2 Hkv, W_up). Readers are mixed and projected a chunk at a time, each chunk recomputed in
+        # the backward when checkpointing, so only the projected q, k, v of a layer are kept.
+        parts = {}
+        offset = 0
+        for kind, count in (("q", nq), ("k", nkv), ("v", nkv)):
+            chunk = max(1, min(count, reader_chunk_size))
+            pieces = []
+            for start in range(0, count, chunk):
+                heads = slice(start, min(count, start + chunk))
+                rows = z[..., offset + heads.start : offset + heads.stop, :]
+                pieces.append(run(reader_chunk, layer, kind, heads, rows, *stack.tokens))
+            parts[kind] = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+            offset += count
+        q, k = adapter.position(layer, parts["q"], parts["k"])
+        return adapter.attention(layer, q, k, parts["v"], attention_mask) - ablated.heads[layer]
+
+    def mlp_block(layer, z, *tokens):  # -> MLP delta (1, B, T, d)
+        x = ablated.mlp_in[layer] + stack.mix(z, list(tokens))[0]
+        return (adapter.mlp(layer, x) - ablated.mlp_out[layer])[None]
+
+    def run(fn, *args):
+        if checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
     for layer in range(adapter.n_layers):
-        x = ablated.attn_in[layer][None] + stack.mix(block(graph.attn_group(layer)))  # (H + 2 Hkv, B, T, d)
-        q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
-        if adapter.parallel_mlp:  # the MLP reads the layer's input: mix it before this layer's heads are pushed
-            x_mlp = ablated.mlp_in[layer] + stack.mix(block(graph.mlp_group(layer)))[0]
-        a = adapter.attention(layer, q, k, v, attention_mask)  # (B, H, T, head_dim)
-        stack.push(adapter.head_writes(layer, a - ablated.heads[layer]))  # (H, B, T, d)
-        if not adapter.parallel_mlp:
-            x_mlp = ablated.mlp_in[layer] + stack.mix(block(graph.mlp_group(layer)))[0]
-        stack.push((adapter.mlp(layer, x_mlp) - ablated.mlp_out[layer])[None])
+        head_delta = attention_block(layer, block(graph.attn_group(layer)))
+        if adapter.parallel_mlp:  # the MLP reads the layer's input: it does not see this layer's heads
+            mlp_delta = run(mlp_block, layer, block(graph.mlp_group(layer)), *stack.tokens)
+            stack.push_heads(head_delta, adapter.head_out_weight(layer))
+        else:
+            stack.push_heads(head_delta, adapter.head_out_weight(layer))
+            mlp_delta = run(mlp_block, layer, block(graph.mlp_group(layer)), *stack.tokens)
+        stack.push(mlp_delta)
     x = ablated.final + stack.mix(block(graph.out_group))[0]
     return adapter.unembed(x)
 

@@ -18,7 +18,8 @@ def init_log_alpha(n: int, generator: torch.Generator | None = None) -> torch.Te
 
 def sample(log_alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Training masks: a stretched, clamped concrete sample per gate (reparameterised, so differentiable)."""
-    u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device).clamp(EPS, 1 - EPS)
+    # drawn on the CPU generator, then moved: the same seed gives the same masks on every device
+    u = torch.rand(log_alpha.shape, generator=generator).to(log_alpha.device).clamp(EPS, 1 - EPS)
     s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
     return (s * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
 

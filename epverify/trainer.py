@@ -31,6 +31,18 @@ class PruneConfig:
     ablation: str = "interchange"
     node_masks: bool = False
     seed: int = 0
+    # Recompute each layer in the backward instead of keeping its activations (large models; see epverify.memory)
+    checkpoint_layers: bool = False
+    # Sample an independent mask for every example of the batch (same objective, lower-variance gradient);
+    # False: one mask per step, shared by the batch.
+    per_example_masks: bool = False
+    # How the faithfulness gradient reaches the log-alphas: "pathwise" (backpropagate through the sampled masks)
+    # or "score" (score function of the gate noise, two mask samples per example, each the other's baseline).
+    estimator: str = "pathwise"
+    score_below: float = 3.0
+    score_weight: float = 1.0
+    rao_blackwell: bool = True
+    adam_beta2: float = 0.999
 
     def validate(self) -> None:
         if not (0.0 <= self.target_sparsity <= 1.5) or math.isnan(self.target_sparsity):
@@ -107,6 +119,17 @@ class Faithfulness:
     def full_rows(self, index: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.full[self.offsets[i] : self.offsets[i + 1]] for i in index.tolist()])
 
+    def per_example(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Sum over each example's loss positions of KL(full || circuit) (or squared error): shape (B,)."""
+        circuit = self._prepare(logits[self.data.loss_mask[index]])
+        full = self.full_rows(index)
+        if self.kind == "distribution":
+            rows = (full.exp() * (full - circuit)).sum(-1)
+        else:
+            rows = ((circuit - full) ** 2).sum(-1)
+        owner = torch.repeat_interleave(torch.arange(len(index)), self.data.loss_mask[index].sum(1))
+        return torch.zeros(len(index), dtype=rows.dtype).index_add_(0, owner, rows)
+
     def __call__(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Mean over loss positions of KL(full || circuit), or of the squared error for a numerical output."""
         circuit = self._prepare(logits[self.data.loss_mask[index]])
@@ -147,6 +170,68 @@ class AblationSource:
         )
 
 
+def _noise(shape, generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator).clamp(gates.EPS, 1 - gates.EPS)
+
+
+def _gate(log_alpha: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / gates.BETA)
+    return (s * (gates.RIGHT - gates.LEFT) + gates.LEFT).clamp(0.0, 1.0)
+
+
+_CLAMP = gates.BETA * math.log(-gates.RIGHT / gates.LEFT)  # the pre-activation beyond which a gate is clamped
+
+
+def _score(log_alpha: torch.Tensor, u: torch.Tensor, rao_blackwell: bool = True) -> torch.Tensor:
+    """Score of the gate noise w.r.t. log_alpha: 2u - 1. Rao-Blackwellised: where the gate is clamped (at 1 for
+    u >= u1, at 0 for u <= u0) the loss does not depend on u, so 2u - 1 is replaced by its mean over that region
+    (u1, resp. u0 - 1). Same expectation, far less noise for gates that are almost always clamped."""
+    with torch.no_grad():
+        score = 2 * u - 1
+        if not rao_blackwell:
+            return score
+        la = log_alpha.detach()
+        u1 = torch.sigmoid(_CLAMP - la).expand_as(u)
+        u0 = torch.sigmoid(-_CLAMP - la).expand_as(u)
+        score = torch.where(u >= u1, u1, score)
+        return torch.where(u <= u0, u0 - 1, score)
+
+
+def _score_step(adapter, data, loss_fn, ablated, index, edge_log_alpha, node_log_alpha, gen, config):
+    """Score-function estimate of d E_z[faithfulness] / d log_alpha; returns (faithfulness, surrogate).
+
+    With u ~ U(0, 1), the gate's pre-activation logit(u) + log_alpha is logistic with location log_alpha, whose
+    score is tanh(logit(u) / 2) = 2u - 1. Each example is run with two independent masks; each run's loss minus
+    the other's is the advantage, so the estimate is unbiased and needs no gradient through the model.
+    """
+    b = len(index)
+    twice = torch.cat([index, index])
+    u_edge = _noise((2 * b, edge_log_alpha.shape[0]), gen)
+    u_node = None if node_log_alpha is None else _noise((2 * b, node_log_alpha.shape[0]), gen)
+    hybrid = config.estimator == "hybrid"
+    with torch.set_grad_enabled(hybrid):
+        edge_mask = _gate(edge_log_alpha, u_edge)
+        node_mask = None if u_node is None else _gate(node_log_alpha, u_node)
+        both = ablated.map(lambda t: torch.cat([t, t], dim=0) if t.dim() else t)
+        both.embeds = torch.cat([ablated.embeds, ablated.embeds], dim=1)
+        logits = engine.masked_run(adapter, data.input_ids[twice], both, edge_mask, node_mask,
+                                   data.attention_mask[twice])
+        per = loss_fn.per_example(logits, twice)  # (2B,)
+        positions = data.loss_mask[index].sum() * 2
+        faithfulness = per.sum() / positions
+    with torch.no_grad():
+        advantage = (per - per.roll(b)) / positions  # the other sample of the same example is the baseline
+        w_edge = advantage @ _score(edge_log_alpha, u_edge, config.rao_blackwell)
+        if hybrid:
+            w_edge = w_edge * (edge_log_alpha < config.score_below).float() * config.score_weight
+    surrogate = w_edge @ edge_log_alpha
+    if hybrid:
+        surrogate = surrogate + faithfulness
+    if node_log_alpha is not None:
+        surrogate = surrogate + (advantage @ _score(node_log_alpha, u_node, config.rao_blackwell)) @ node_log_alpha
+    return faithfulness.detach(), surrogate
+
+
 def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None) -> PruneResult:
     """Train edge (and optionally node) masks; returns the log-alphas, lambdas and the loss history.
 
@@ -163,7 +248,7 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
         node_log_alpha = gates.init_log_alpha(len(graph.writers), gen).to(adapter.device).requires_grad_()
         params.append(node_log_alpha)
     lambdas = torch.zeros(2, device=adapter.device, requires_grad=True)
-    mask_opt = torch.optim.Adam(params, lr=config.lr)
+    mask_opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
     lambda_opt = torch.optim.Adam([lambdas], lr=config.lambda_lr, maximize=True)
     edge_writer = torch.tensor(graph.edge_writer, device=adapter.device)
 
@@ -191,16 +276,22 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
         position += len(index)
         ablated = ablated_for(index)
 
-        edge_mask = gates.sample(edge_log_alpha, gen)
-        node_mask = None if node_log_alpha is None else gates.sample(node_log_alpha, gen)
-        logits = engine.masked_run(
-            adapter, data.input_ids[index], ablated, edge_mask, node_mask, data.attention_mask[index]
-        )
-        faithfulness = loss_fn(logits, index)
+        if config.estimator in ("score", "hybrid"):
+            faithfulness, surrogate = _score_step(adapter, data, loss_fn, ablated, index, edge_log_alpha,
+                                                  node_log_alpha, gen, config)
+        else:
+            draws = (len(index),) if config.per_example_masks else ()
+            edge_mask = gates.sample(edge_log_alpha.expand(*draws, -1), gen)
+            node_mask = None if node_log_alpha is None else gates.sample(node_log_alpha.expand(*draws, -1), gen)
+            logits = engine.masked_run(
+                adapter, data.input_ids[index], ablated, edge_mask, node_mask, data.attention_mask[index],
+                checkpoint=config.checkpoint_layers,
+            )
+            faithfulness = surrogate = loss_fn(logits, index)
         sparsity = expected_sparsity(edge_log_alpha, node_log_alpha, edge_writer)
         target = config.target_sparsity * min(1.0, (step + 1) / max(1, config.warmup_steps))
         gap = sparsity - target
-        loss = faithfulness + lambdas[0] * gap + lambdas[1] * gap**2
+        loss = surrogate + lambdas[0] * gap + lambdas[1] * gap**2
 
         if not torch.isfinite(loss):
             err = EpverifyError(
@@ -228,7 +319,7 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
 
         record = {
             "step": step + 1,
-            "loss": loss.item(),
+            "loss": (faithfulness + lambdas[0] * gap + lambdas[1] * gap**2).item(),
             "faithfulness": faithfulness.item(),
             "sparsity": sparsity.item(),
             "target": target,

@@ -124,3 +124,24 @@ def test_wrong_mask_length_is_rejected():
     ablated = engine.ablated_record(adapter, "zero", ids, mask)
     with pytest.raises(EpverifyError, match="one value per edge"):
         engine.masked_run(adapter, ids, ablated, torch.ones(3), attention_mask=mask)
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_layer_checkpointing_and_reader_chunks_give_the_same_logits_and_gradients(per_example, monkeypatch):
+    _, adapter, ids, mask, corrupted_ids = _setup("sort")
+    ablated = engine.ablated_record(adapter, "interchange", ids, mask, corrupted_ids)
+    gen = torch.Generator().manual_seed(2)
+    shape = (ids.shape[0], adapter.graph.num_edges) if per_example else (adapter.graph.num_edges,)
+    z = torch.rand(shape, generator=gen)
+    weights = torch.randn(*ids.shape, 1, generator=gen)
+    grads, outs = [], []
+    for checkpoint in (False, True):
+        if checkpoint:  # and readers mixed one at a time
+            monkeypatch.setattr(engine, "READER_CHUNK_BYTES", 1)
+        zz = z.clone().requires_grad_()
+        out = engine.masked_run(adapter, ids, ablated, zz, attention_mask=mask, checkpoint=checkpoint)
+        (out * weights).sum().backward()
+        grads.append(zz.grad)
+        outs.append(out.detach())
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)

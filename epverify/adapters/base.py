@@ -51,14 +51,34 @@ class Adapter:
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def attention_qkv(self, layer: int, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor):
+    def project(self, layer: int, kind: str, x: torch.Tensor, heads: slice) -> torch.Tensor:
+        """Queries, keys or values (`kind` "q", "k", "v") of heads `heads` from their own residual inputs
+        x (n or 1, B, T, d), each through its own copy of the layer norm: (B, n, T, head_dim), before positions."""
         raise NotImplementedError
+
+    def position(self, layer: int, q: torch.Tensor, k: torch.Tensor):
+        """Position encoding applied to all queries and keys (B, H, T, e); identity unless the family rotates."""
+        return q, k
+
+    def attention_qkv(self, layer: int, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor):
+        """q (B, H, T, e), k and v (B, Hkv, T, e) from per-reader inputs (leading dimension H / Hkv, or 1)."""
+        every_q, every_kv = slice(0, self.n_heads), slice(0, self.n_kv_heads)
+        q = self.project(layer, "q", q_in, every_q)
+        k = self.project(layer, "k", k_in, every_kv)
+        v = self.project(layer, "v", v_in, every_kv)
+        q, k = self.position(layer, q, k)
+        return q, k, v
 
     def attention(self, layer, q, k, v, attention_mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def head_writes(self, layer: int, a: torch.Tensor) -> torch.Tensor:
+    def head_out_weight(self, layer: int) -> torch.Tensor:
+        """Each head's slice of the output projection, (H, head_dim, d): head h writes a[:, h] @ W[h]."""
         raise NotImplementedError
+
+    def head_writes(self, layer: int, a: torch.Tensor) -> torch.Tensor:
+        """What each head writes into the residual (H, B, T, d) for head outputs a (B, H, T, head_dim)."""
+        return torch.einsum("bhte,hed->hbtd", a, self.head_out_weight(layer))
 
     def head_write_sum(self, layer: int, a: torch.Tensor) -> torch.Tensor:
         """Sum of every head's write (B, T, d): the plain output projection, used by unmasked runs."""

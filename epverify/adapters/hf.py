@@ -123,20 +123,28 @@ class HFAdapter(Adapter):
         if q_in is k_in and k_in is v_in and q_in.shape[0] == 1:  # unmasked run: one input, one norm
             q, k, v = self._qkv_shared(layer, norm(q_in[0]))
         else:
-            w = self.head_weights(layer)
-            q = project_heads(norm(q_in), w.q.transpose(1, 2), w.q_bias)
-            k = project_heads(norm(k_in), w.k.transpose(1, 2), w.k_bias)
-            v = project_heads(norm(v_in), w.v.transpose(1, 2), w.v_bias)
+            every_q, every_kv = slice(0, self.n_heads), slice(0, self.n_kv_heads)
+            q = self.project(layer, "q", q_in, every_q)
+            k = self.project(layer, "k", k_in, every_kv)
+            v = self.project(layer, "v", v_in, every_kv)
         q, k = self._position(q, k)
         return q, k, v
+
+    def project(self, layer: int, kind: str, x: torch.Tensor, heads: slice) -> torch.Tensor:
+        w = self.head_weights(layer)
+        weight, bias = {"q": (w.q, w.q_bias), "k": (w.k, w.k_bias), "v": (w.v, w.v_bias)}[kind]
+        bias = None if bias is None else bias[heads]
+        return project_heads(self._attn_norm(layer)(x), weight[heads].transpose(1, 2), bias)
+
+    def position(self, layer: int, q: torch.Tensor, k: torch.Tensor):
+        return self._position(q, k)
 
     def attention(self, layer: int, q, k, v, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Causal softmax attention with key padding: (B, H, T, e) per head, before the output projection."""
         return causal_softmax_attention(q, k, v, attention_mask, causal=True, scale=self._scale(layer))
 
-    def head_writes(self, layer: int, a: torch.Tensor) -> torch.Tensor:
-        """a (B, H, T, e) -> what each head writes (H, B, T, d), no bias."""
-        return torch.einsum("bhte,hed->hbtd", a, self.head_weights(layer).o)
+    def head_out_weight(self, layer: int) -> torch.Tensor:
+        return self.head_weights(layer).o
 
     def head_write_sum(self, layer: int, a: torch.Tensor) -> torch.Tensor:
         b, h, t, e = a.shape

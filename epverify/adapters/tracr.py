@@ -55,15 +55,14 @@ class TracrAdapter(Adapter):
         pos = w["pos_embed"][: input_ids.shape[1]].expand_as(tok)
         return torch.stack([tok, pos])
 
-    def attention_qkv(self, layer, q_in, k_in, v_in):
-        p = self.layers[layer]
-        return project_heads(q_in, p["q"], None), project_heads(k_in, p["k"], None), project_heads(v_in, p["v"], None)
+    def project(self, layer, kind, x, heads):
+        return project_heads(x, self.layers[layer][kind][heads], None)
 
     def attention(self, layer, q, k, v, attention_mask):
         return causal_softmax_attention(q, k, v, attention_mask, self.model.causal, self.model.attention_scale())
 
-    def head_writes(self, layer, a):
-        return torch.einsum("bhte,hed->hbtd", a, self.layers[layer]["o"])
+    def head_out_weight(self, layer):
+        return self.layers[layer]["o"]
 
     def head_write_sum(self, layer, a):
         b, h, t, e = a.shape
