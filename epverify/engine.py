@@ -23,7 +23,7 @@ from .adapters.base import Adapter
 from .errors import EpverifyError
 
 ABLATIONS = ("interchange", "zero", "mean", "resample")
-READER_CHUNK_BYTES = 256 * 2**20  # reader inputs are mixed and normed in chunks of about this size
+READER_CHUNK_BYTES = 512 * 2**20  # attention readers are mixed and normed in batch chunks of about this size
 
 
 @dataclass
@@ -194,7 +194,7 @@ class _Group:
     start: int
     n: int
     out_weight: torch.Tensor | None  # heads: (H, head_dim, d), their gradient is kept in head space
-    grad: torch.Tensor | None = None  # float32: (n, B, T, d) for dense groups, (B, H, T, head_dim) for heads
+    grad: torch.Tensor | None = None  # float32, (B, n, T, d) for dense groups, (B, H, T, head_dim) for heads
 
 
 class DeltaStack:
@@ -204,16 +204,23 @@ class DeltaStack:
     (a reader group's inputs from its mask block and the tokens of its upstream writers). Passing the tokens makes
     autograd run a push's backward only after every mix that read it, when its gradient is complete.
 
-    Memory: the values are one stack (W, B, T, d) in the model's dtype. Gradients accumulate in float32 per
-    group; a heads group keeps them before the output projection (B, H, T, head_dim), folding each reader
-    group's contribution through the projection, so the gradient side is about 1/H of the stack.
+    Layout: the values are (B, W, T, d) in the model's dtype, so a chunk of batch rows reads only its own part of
+    the stack. Gradients accumulate in float32 per group; a heads group keeps them before the output projection
+    (B, H, T, head_dim), folding each reader group's contribution through the projection, so the gradient side
+    is about 1/H of the stack.
     """
 
     def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
-        self.values = torch.empty(n_writers, *shape, dtype=dtype, device=device)  # (W, B, T, d)
+        batch, *rest = shape
+        self.values = torch.empty(batch, n_writers, *rest, dtype=dtype, device=device)  # (B, W, T, d)
         self.groups: list[_Group] = []
         self.filled = 0
         self.tokens: list[torch.Tensor] = []
+
+    def release(self) -> None:
+        """Drop the buffers once nothing will read them (no backward to come)."""
+        self.values = None
+        self.groups = []
 
     def push(self, delta: torch.Tensor) -> None:
         """Append deltas (n, B, T, d) of the next writers in writer order."""
@@ -227,90 +234,83 @@ class DeltaStack:
         self.tokens.append(_Push.apply(head_delta, self, len(self.groups) - 1))
         self.filled += head_delta.shape[1]
 
-    def mix(self, masks: torch.Tensor, tokens: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Reader inputs' deltas: masks ([B,] R, W_up) against the first W_up writers -> (R, B, T, d).
-
-        `tokens` are those of the groups the readers read (default: every group pushed so far).
-        """
+    def mix(self, masks: torch.Tensor, tokens: list[torch.Tensor] | None = None,
+            rows: slice = slice(None)) -> torch.Tensor:
+        """Reader inputs' deltas for batch rows `rows`: masks (R, W_up), or per example (b, R, W_up), against the
+        first W_up writers -> (R, b, T, d). `tokens` are those of the groups read (default: all so far)."""
         tokens = self.tokens if tokens is None else tokens
         n_up = sum(g.n for g in self.groups[: len(tokens)])
         if masks.shape[-1] != n_up:
             raise RuntimeError(f"mask block reads {masks.shape[-1]} writers but {n_up} are upstream")
-        return _Mix.apply(masks, self, *tokens)
+        return _Mix.apply(masks, self, rows, *tokens)
 
-    def accumulate(self, masks: torch.Tensor, grad_out: torch.Tensor) -> None:
-        """Add a reader group's gradient (R, B, T, d), weighted by its masks, into each upstream group."""
+    def accumulate(self, masks: torch.Tensor, grad: torch.Tensor, rows: slice) -> None:
+        """Add a reader group's gradient (b, R, T*d), weighted by its masks, into each upstream group's rows."""
         n_up = masks.shape[-1]
+        shape = self.values.shape
         for group in self.groups:
             if group.start >= n_up:
                 break
-            z = masks[..., group.start : group.start + group.n].to(grad_out.dtype)  # ([B,] R, n)
-            if z.dim() == 2:
-                part = torch.einsum("rn,rbtd->nbtd", z, grad_out)
-            else:
-                part = torch.einsum("brn,rbtd->nbtd", z, grad_out)
-            if group.out_weight is not None:  # fold into head space: (n, B, T, d) @ (n, e, d)^T -> (B, n, T, e)
-                part = torch.einsum("hbtd,hed->bhte", part, group.out_weight.to(part.dtype))
+            z = masks[..., group.start : group.start + group.n].to(grad.dtype)  # ([b,] R, n)
+            part = torch.matmul(z.transpose(-1, -2), grad)  # (b, n, T*d)
+            part = part.view(part.shape[0], group.n, *shape[2:])  # (b, n, T, d)
+            if group.out_weight is not None:  # fold into head space: (b, n, T, d) @ (n, e, d)^T -> (b, n, T, e)
+                part = torch.einsum("bntd,ned->bnte", part, group.out_weight.to(part.dtype))
             if group.grad is None:
-                group.grad = part.float()
-            else:
-                group.grad += part
+                full = (shape[0], *part.shape[1:])
+                group.grad = torch.zeros(full, dtype=torch.float32, device=part.device)
+            group.grad[rows] += part
 
 
 class _Push(torch.autograd.Function):
     @staticmethod
     def forward(ctx, delta, stack: DeltaStack, index: int):
         group = stack.groups[index]
-        rows = stack.values[group.start : group.start + group.n]
+        rows = stack.values[:, group.start : group.start + group.n]  # (B, n, T, d)
         if group.out_weight is None:
-            rows.copy_(delta)
+            rows.copy_(delta.transpose(0, 1))
         else:
-            rows.copy_(torch.einsum("bhte,hed->hbtd", delta, group.out_weight.to(delta.dtype)))
+            rows.copy_(torch.einsum("bhte,hed->bhtd", delta, group.out_weight.to(delta.dtype)))
         ctx.stack, ctx.index, ctx.dtype, ctx.shape = stack, index, delta.dtype, delta.shape
         return delta.new_zeros(0)
 
     @staticmethod
     def backward(ctx, _token_grad):
-        group = ctx.stack.groups[ctx.index]
-        grad = group.grad
-        group.grad = None
+        stack, ctx.stack = ctx.stack, None  # let the stack go as the backward proceeds
+        group = stack.groups[ctx.index]
+        grad, group.grad = group.grad, None
         if grad is None:  # no reader downstream needed a gradient
-            grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.stack.values.device)
+            return torch.zeros(ctx.shape, dtype=ctx.dtype, device=stack.values.device), None, None
+        if group.out_weight is None:
+            grad = grad.transpose(0, 1)  # (n, B, T, d), the layout pushed
         return grad.to(ctx.dtype), None, None
 
 
 class _Mix(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, masks, stack: DeltaStack, *tokens):
+    def forward(ctx, masks, stack: DeltaStack, rows: slice, *tokens):
         n_up = masks.shape[-1]
-        ctx.stack, ctx.n_tokens = stack, len(tokens)
+        ctx.stack, ctx.rows, ctx.n_tokens = stack, rows, len(tokens)
         ctx.save_for_backward(masks)
-        if masks.dim() == 3:  # per-example masks (B, R, W_up): out[r, b] = sum_w masks[b, r, w] values[w, b]
-            values = stack.values[:n_up].flatten(2).transpose(0, 1)  # (B, W_up, T*d)
-            out = torch.bmm(masks.to(values.dtype), values)  # (B, R, T*d)
-            return out.transpose(0, 1).reshape(masks.shape[1], *stack.values.shape[1:])
-        values = stack.values[:n_up].reshape(n_up, -1)  # (W_up, B*T*d)
-        out = masks.to(values.dtype) @ values  # (R, B*T*d)
-        return out.reshape(masks.shape[0], *stack.values.shape[1:])
+        values = stack.values[rows, :n_up].flatten(2)  # (b, W_up, T*d), a view
+        out = torch.matmul(masks.to(values.dtype), values)  # (b, R, T*d)
+        return out.transpose(0, 1).unflatten(-1, stack.values.shape[2:])  # (R, b, T, d), a view
 
     @staticmethod
     def backward(ctx, grad_out):
         (masks,) = ctx.saved_tensors
-        stack = ctx.stack
+        stack, ctx.stack = ctx.stack, None
         n_up = masks.shape[-1]
-        g = grad_out.to(stack.values.dtype)  # (R, B, T, d)
+        g = grad_out.to(stack.values.dtype).transpose(0, 1).flatten(2)  # (b, R, T*d)
         grad_masks = None
         if ctx.needs_input_grad[0]:
-            if masks.dim() == 3:
-                values = stack.values[:n_up].flatten(2).transpose(0, 1)  # (B, W_up, T*d)
-                g_b = g.flatten(2).transpose(0, 1)  # (B, R, T*d)
-                grad_masks = torch.bmm(g_b, values.transpose(1, 2)).to(masks.dtype)  # (B, R, W_up)
-            else:
-                grad_masks = (g.reshape(g.shape[0], -1) @ stack.values[:n_up].reshape(n_up, -1).T).to(masks.dtype)
-        if any(ctx.needs_input_grad[2:]):
-            stack.accumulate(masks, g)
+            values = stack.values[ctx.rows, :n_up].flatten(2)  # (b, W_up, T*d)
+            grad_masks = torch.matmul(g, values.transpose(1, 2))  # (b, R, W_up)
+            grad_masks = (grad_masks if masks.dim() == 3 else grad_masks.sum(0)).to(masks.dtype)
+        if any(ctx.needs_input_grad[3:]):
+            stack.accumulate(masks, g, ctx.rows)
         empty = [grad_out.new_zeros(0) for _ in range(ctx.n_tokens)]
-        return (grad_masks, None, *empty)
+        return (grad_masks, None, None, *empty)
 
 
 def masked_run(
@@ -354,29 +354,24 @@ def masked_run(
 
     stack.push(adapter.embed(input_ids) - ablated.embeds)
     nq, nkv = adapter.n_heads, adapter.n_kv_heads
-    reader_bytes = batch * seq * adapter.d_model * 4  # one reader's input, in float32 (norms upcast)
-    reader_chunk_size = max(1, READER_CHUNK_BYTES // reader_bytes)
+    # The attention readers are mixed, normed and attended a chunk of batch rows at a time (each chunk
+    # recomputed in the backward when checkpointing), so only one chunk's reader inputs are alive at once.
+    n_readers = nq + 2 * nkv
+    row_bytes = n_readers * seq * adapter.d_model * 4  # one example's reader inputs, in float32 (norms upcast)
+    rows_per_chunk = max(1, min(batch, READER_CHUNK_BYTES // row_bytes))
 
-    def reader_chunk(layer, kind, heads, z, *tokens):  # -> (B, n, T, head_dim) for readers `heads` of `kind`
-        x = ablated.attn_in[layer][None] + stack.mix(z, list(tokens))  # (n, B, T, d)
-        return adapter.project(layer, kind, x, heads)
+    def attention_rows(layer, rows, z, *tokens):  # -> head deltas before projection (b, H, T, head_dim)
+        x = ablated.attn_in[layer][rows][None] + stack.mix(z, list(tokens), rows)  # (H + 2 Hkv, b, T, d)
+        q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
+        mask = None if attention_mask is None else attention_mask[rows]
+        return adapter.attention(layer, q, k, v, mask) - ablated.heads[layer][rows]
 
-    def attention_block(layer, z):  # -> head deltas before projection (B, H, T, head_dim)
-        # z: ([B,] H + 2 Hkv, W_up). Readers are mixed and projected a chunk at a time, each chunk recomputed in
-        # the backward when checkpointing, so only the projected q, k, v of a layer are kept.
-        parts = {}
-        offset = 0
-        for kind, count in (("q", nq), ("k", nkv), ("v", nkv)):
-            chunk = max(1, min(count, reader_chunk_size))
-            pieces = []
-            for start in range(0, count, chunk):
-                heads = slice(start, min(count, start + chunk))
-                rows = z[..., offset + heads.start : offset + heads.stop, :]
-                pieces.append(run(reader_chunk, layer, kind, heads, rows, *stack.tokens))
-            parts[kind] = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
-            offset += count
-        q, k = adapter.position(layer, parts["q"], parts["k"])
-        return adapter.attention(layer, q, k, parts["v"], attention_mask) - ablated.heads[layer]
+    def attention_block(layer, z):  # z: ([B,] H + 2 Hkv, W_up) -> (B, H, T, head_dim)
+        pieces = []
+        for start in range(0, batch, rows_per_chunk):
+            rows = slice(start, min(batch, start + rows_per_chunk))
+            pieces.append(run(attention_rows, layer, rows, z[rows] if z.dim() == 3 else z, *stack.tokens))
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
     def mlp_block(layer, z, *tokens):  # -> MLP delta (1, B, T, d)
         x = ablated.mlp_in[layer] + stack.mix(z, list(tokens))[0]
@@ -397,6 +392,8 @@ def masked_run(
             mlp_delta = run(mlp_block, layer, block(graph.mlp_group(layer)), *stack.tokens)
         stack.push(mlp_delta)
     x = ablated.final + stack.mix(block(graph.out_group))[0]
+    if not torch.is_grad_enabled() or not edge_mask.requires_grad:
+        stack.release()  # nothing will run backward through it
     return adapter.unembed(x)
 
 
