@@ -1,0 +1,45 @@
+"""Edge Pruning (Bhaskar et al. 2024) in the methods' interface: `trainer.prune`, then `Circuit.from_masks`.
+
+Scores are the trained edge log-alphas (an edge is kept when its log-alpha is positive, before dangling
+edges are dropped). Without a config, Tracr models get the recovery defaults (`recover.TRACR_CONFIG`) and
+other models `PruneConfig()`'s paper defaults (3,000 steps); the config's ablation and seed are replaced by
+the arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from ..circuit import Circuit
+from ..metrics import as_adapter
+from ..trainer import PruneConfig, PruneData, prune
+from .base import MethodResult
+
+
+def default_config(adapter) -> PruneConfig:
+    from ..adapters.tracr import TracrAdapter
+
+    if isinstance(adapter, TracrAdapter):
+        from ..recover import TRACR_CONFIG
+
+        return TRACR_CONFIG
+    return PruneConfig()
+
+
+def edge_pruning(model, data: PruneData, ablation: str = "interchange", config: PruneConfig | None = None,
+                 seed: int = 0) -> MethodResult:
+    """Train edge masks on `data` and extract the circuit."""
+    start = time.perf_counter()
+    adapter = as_adapter(model)
+    config = replace(config or default_config(adapter), ablation=ablation, seed=seed)
+    torch.manual_seed(seed)
+    result = prune(adapter, data, config)
+    circuit = Circuit.from_masks(adapter.graph, result.edge_log_alpha, result.node_log_alpha,
+                                 model=adapter.summary(), ablation=ablation)
+    scores = result.edge_log_alpha.detach().double().cpu()
+    return MethodResult("edge-pruning", scores, adapter.graph, ablation, circuit=circuit,
+                        seconds=time.perf_counter() - start,
+                        info={"steps": config.steps, "config": result.config, "final": result.history[-1]})
