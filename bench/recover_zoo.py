@@ -54,12 +54,19 @@ def main(argv=None) -> int:
     parser.add_argument("--programs", default="all", help="comma-separated program names, or 'all'")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a TRACR_CONFIG field (experiments only)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--output-scale", type=float, help="override TracrAdapter.output_scale (experiments only)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: these models are tiny, and a second thread only helps when"
+                             " the machine is otherwise idle; 0 leaves torch's default)")
     parser.add_argument("--json", metavar="PATH", help="also write every report as JSON")
     args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.output_scale is not None:
+        from epverify.adapters.tracr import TracrAdapter
+
+        TracrAdapter.output_scale = args.output_scale
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     programs = zoo.names() if args.programs == "all" else [p.strip() for p in args.programs.split(",")]
     overrides = _parse_set(args.set)
@@ -67,7 +74,8 @@ def main(argv=None) -> int:
     shown = replace(TRACR_CONFIG, **overrides)
     print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
           f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size}"
-          + (f"; overrides {overrides}" if overrides else ""), flush=True)
+          + (f"; overrides {overrides}" if overrides else "")
+          + (f"; output_scale {args.output_scale}" if args.output_scale is not None else ""), flush=True)
     print(f"{'program':18s} {'seed':>4s} {'edges':>6s} {'truth':>5s} {'found':>5s} {'prec':>6s} {'recall':>6s}"
           f" {'loss':>9s} {'acc':>6s} {'sec':>6s}  result", flush=True)
 

@@ -144,7 +144,7 @@ def cmd_prune(args) -> int:
 # ----- entry point -----------------------------------------------------------------------------------------------
 # Subcommands that live beside their own code: each module defines register_cli(subparsers), which adds its
 # parser and sets `func` to a function of the parsed args returning the exit status.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("epverify.gate",)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epverify", description="Edge Pruning circuit discovery, verified.")

@@ -10,6 +10,7 @@ import torch
 
 from . import engine
 from .adapters import wrap_pretrained
+from .checks import flag_empty
 from .circuit import Circuit
 from .errors import EpverifyError
 from .tasks import get_task
@@ -50,7 +51,7 @@ def _logits_in_batches(masked, batch, edge_mask, ablation, mean, batch_size: int
 def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, out_dir: str | Path,
                   n_examples: int = 256, task_options: dict | None = None, progress=None) -> Circuit:
     """Prune a local checkpoint on a task; writes circuit.json and metrics.json into out_dir and returns the
-    circuit (its metrics filled in)."""
+    circuit (its metrics filled in). An empty circuit is flagged (`metrics["empty"]`) and warned about."""
     config.validate()
     task = get_task(task_name, **(task_options or {}))
     masked = wrap_pretrained(model_path)
@@ -65,6 +66,7 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
     circuit = Circuit.from_masks(masked.graph, result.edge_log_alpha, result.node_log_alpha,
                                  model={**masked.adapter.summary(), "path": str(model_path)},
                                  ablation=config.ablation)
+    empty = flag_empty(circuit, config.target_sparsity, context=f"{task_name} on {model_path}")
     mean = None
     if config.ablation == "mean":
         mean = engine.mean_record([engine.full_run(masked.adapter, batch.clean_ids, batch.attention_mask)],
@@ -75,7 +77,7 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
     metrics = task.metrics(circuit_logits, full_logits, batch)
     metrics.update({"edges": len(circuit.edges), "sparsity": circuit.sparsity,
                     "dropped_dangling": circuit.dropped_dangling, "examples": len(batch),
-                    "dropped_pairs": encoded.dropped, "seconds": result.seconds})
+                    "dropped_pairs": encoded.dropped, "seconds": result.seconds, "empty": empty})
     circuit.metrics = metrics
 
     out = Path(out_dir)

@@ -16,7 +16,8 @@ from .tracr.model import CompiledModel
 
 # Defaults for Tracr programs (see docs/recovery.md for why these values).
 TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=400, warmup_steps=200, lr=0.1, lambda_lr=0.01,
-                           batch_size=64)
+                           batch_size=64, per_example_masks=True, estimator="score", score_gate=3.0,
+                           score_decay=0.99, adam_beta2=0.9, example_focus=0.1)
 
 
 def tracr_data(model: CompiledModel) -> PruneData:

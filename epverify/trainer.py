@@ -37,12 +37,19 @@ class PruneConfig:
     # False: one mask per step, shared by the batch.
     per_example_masks: bool = False
     # How the faithfulness gradient reaches the log-alphas: "pathwise" (backpropagate through the sampled masks)
-    # or "score" (score function of the gate noise, two mask samples per example, each the other's baseline).
+    # or "score" (score function of the gate noise: two independent masks per example, each run the other's
+    # baseline; no gradient through the model). See docs/recovery.md.
     estimator: str = "pathwise"
-    score_below: float = 3.0
-    score_weight: float = 1.0
-    rao_blackwell: bool = True
-    adam_beta2: float = 0.999
+    # Score estimator only: an edge receives its faithfulness gradient once the running estimate is this many
+    # standard errors from zero (0: always); the running statistics decay by `score_decay` per step.
+    score_gate: float = 0.0
+    score_decay: float = 0.95
+    score_samples: int = 2  # independent masks per example (each one's baseline is the mean of the others)
+    # Example sampling: 1 draws batches uniformly. Below 1, examples whose output the empty circuit (every edge
+    # ablated) already reproduces are drawn this much less often than the others, and every example's loss is
+    # importance-weighted so the objective is unchanged. See docs/recovery.md.
+    example_focus: float = 1.0
+    adam_beta2: float = 0.999  # second-moment decay of the log-alphas' Adam
 
     def validate(self) -> None:
         if not (0.0 <= self.target_sparsity <= 1.5) or math.isnan(self.target_sparsity):
@@ -54,6 +61,14 @@ class PruneConfig:
             raise EpverifyError(f"steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1")
         if not 0 <= self.warmup_steps <= self.steps:
             raise EpverifyError(f"warm-up ({self.warmup_steps}) must be between 0 and steps ({self.steps})")
+        if self.estimator not in ("pathwise", "score"):
+            raise EpverifyError(f"unknown estimator {self.estimator!r}: choose pathwise or score")
+        if not 0.0 < self.example_focus <= 1.0:
+            raise EpverifyError(f"example_focus ({self.example_focus}) must lie in (0, 1]")
+        if self.score_samples < 2:
+            raise EpverifyError(f"score_samples ({self.score_samples}) must be at least 2")
+        if not 0.0 <= self.score_decay < 1.0 or not 0.0 <= self.adam_beta2 < 1.0:
+            raise EpverifyError("score_decay and adam_beta2 must lie in [0, 1)")
         if self.ablation not in engine.ABLATIONS:
             raise EpverifyError(f"unknown ablation {self.ablation!r}: choose one of {', '.join(engine.ABLATIONS)}")
 
@@ -109,7 +124,7 @@ class Faithfulness:
                 logits = engine.forward(adapter, data.input_ids[sl], data.attention_mask[sl])
                 rows.append(self._prepare(logits[data.loss_mask[sl]]))
         self.full = torch.cat(rows)  # (P, V): full model at every loss position, example-major
-        counts = data.loss_mask.sum(1)
+        counts = data.loss_mask.sum(1).cpu()
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
 
     def _prepare(self, logits: torch.Tensor) -> torch.Tensor:
@@ -161,8 +176,24 @@ class AblationSource:
                 records.append(engine.full_run(adapter, data.input_ids[sl], data.attention_mask[sl]))
                 masks.append(data.attention_mask[sl])
             self.mean = engine.mean_record(records, masks)
+        self.cache = None
+        if ablation == "interchange" and self._cache_bytes() <= CACHE_BYTES:
+            # the corrupted runs never change: compute them once and select rows per step
+            parts = [self._run(torch.arange(start, min(start + batch_size, len(data))))
+                     for start in range(0, len(data), batch_size)]
+            self.cache = _cat_records(parts)
+
+    def _cache_bytes(self) -> int:
+        a, (n, t) = self.adapter, self.data.input_ids.shape
+        per_row = t * (a.d_model * (len(a.embed_names) + 4 * a.n_layers + 2) + a.n_layers * a.n_heads * a.head_dim)
+        return n * per_row * 4
 
     def __call__(self, index: torch.Tensor) -> engine.Record:
+        if self.cache is not None:
+            return _select_rows(self.cache, index)
+        return self._run(index)
+
+    def _run(self, index: torch.Tensor) -> engine.Record:
         d = self.data
         corrupted = d.corrupted_ids[index] if d.corrupted_ids is not None else None
         return engine.ablated_record(
@@ -170,11 +201,62 @@ class AblationSource:
         )
 
 
+class Adam:
+    """Adam (Kingma & Ba), the same update as torch.optim.Adam without its import cost (torch.optim pulls in
+    torch._dynamo, about 3 s per process) or per-step overhead, which dominate on tiny Tracr models."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, maximize: bool = False):
+        self.params, self.lr, self.betas, self.eps, self.maximize = list(params), lr, betas, eps, maximize
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = -p.grad if self.maximize else p.grad
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
+
+
+CACHE_BYTES = 256 * 2**20  # interchange: keep the corrupted runs of the whole dataset when they fit in this
+
+
+def _cat_records(parts: list[engine.Record]) -> engine.Record:
+    first = parts[0]
+    out = {}
+    for name in ("attn_in", "heads", "mlp_in", "mlp_out"):
+        out[name] = [torch.cat([getattr(p, name)[i] for p in parts]) for i in range(len(getattr(first, name)))]
+    logits = None if first.logits is None else torch.cat([p.logits for p in parts])
+    return engine.Record(torch.cat([p.embeds for p in parts], dim=1), out["attn_in"], out["heads"], out["mlp_in"],
+                         out["mlp_out"], torch.cat([p.final for p in parts]), logits)
+
+
+def _select_rows(record: engine.Record, index: torch.Tensor) -> engine.Record:
+    """Batch rows `index` of a record (the embeddings carry the batch in dimension 1)."""
+    pick = lambda t: t.index_select(0, index)  # noqa: E731
+    return engine.Record(record.embeds.index_select(1, index), [pick(t) for t in record.attn_in],
+                         [pick(t) for t in record.heads], [pick(t) for t in record.mlp_in],
+                         [pick(t) for t in record.mlp_out], pick(record.final),
+                         None if record.logits is None else pick(record.logits))
+
+
 def _noise(shape, generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator).clamp(gates.EPS, 1 - gates.EPS)
 
 
 def _gate(log_alpha: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """`gates.sample` with the noise given (the score estimator needs it)."""
     s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / gates.BETA)
     return (s * (gates.RIGHT - gates.LEFT) + gates.LEFT).clamp(0.0, 1.0)
 
@@ -182,14 +264,12 @@ def _gate(log_alpha: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 _CLAMP = gates.BETA * math.log(-gates.RIGHT / gates.LEFT)  # the pre-activation beyond which a gate is clamped
 
 
-def _score(log_alpha: torch.Tensor, u: torch.Tensor, rao_blackwell: bool = True) -> torch.Tensor:
+def _score(log_alpha: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Score of the gate noise w.r.t. log_alpha: 2u - 1. Rao-Blackwellised: where the gate is clamped (at 1 for
     u >= u1, at 0 for u <= u0) the loss does not depend on u, so 2u - 1 is replaced by its mean over that region
     (u1, resp. u0 - 1). Same expectation, far less noise for gates that are almost always clamped."""
     with torch.no_grad():
         score = 2 * u - 1
-        if not rao_blackwell:
-            return score
         la = log_alpha.detach()
         u1 = torch.sigmoid(_CLAMP - la).expand_as(u)
         u0 = torch.sigmoid(-_CLAMP - la).expand_as(u)
@@ -197,39 +277,111 @@ def _score(log_alpha: torch.Tensor, u: torch.Tensor, rao_blackwell: bool = True)
         return torch.where(u <= u0, u0 - 1, score)
 
 
-def _score_step(adapter, data, loss_fn, ablated, index, edge_log_alpha, node_log_alpha, gen, config):
-    """Score-function estimate of d E_z[faithfulness] / d log_alpha; returns (faithfulness, surrogate).
+class ScoreGradient:
+    """Score-function estimate of d E_z[faithfulness] / d log_alpha, with a running significance gate.
 
-    With u ~ U(0, 1), the gate's pre-activation logit(u) + log_alpha is logistic with location log_alpha, whose
-    score is tanh(logit(u) / 2) = 2u - 1. Each example is run with two independent masks; each run's loss minus
-    the other's is the advantage, so the estimate is unbiased and needs no gradient through the model.
+    With u ~ U(0, 1), a gate's pre-activation logit(u) + log_alpha is logistic with location log_alpha, whose score
+    is 2u - 1 (Rao-Blackwellised where the gate is clamped, see `_score`). Every example of the batch is run
+    `score_samples` times with independent masks; a run's loss minus the mean of the example's other runs is its
+    advantage (the other runs are independent of it, so the baseline adds no bias), and the mean of
+    advantage * score estimates the example's gradient without a backward pass through the model. Only the
+    model's output is used, so a loss that is a staircase in the masks (Tracr's discretising MLPs, saturated
+    attention) gets the gradient of its expectation, where backpropagating through the sampled masks sees zero.
+
+    Gate: the estimate of an edge that does not matter is zero-mean noise (other edges' gates move the loss), and
+    under Adam that noise, not the sparsity term, would set its step. So each coordinate keeps a running mean and
+    variance of its estimate (decay `score_decay`), and receives the estimate only while
+    |mean| > gate * standard error; otherwise it moves by the sparsity term alone. The gate is a deliberate bias: an
+    edge gets no faithfulness gradient until there is evidence that it matters (the gate depends only on past
+    steps, so where it is open the estimate is still unbiased).
     """
-    b = len(index)
-    twice = torch.cat([index, index])
-    u_edge = _noise((2 * b, edge_log_alpha.shape[0]), gen)
-    u_node = None if node_log_alpha is None else _noise((2 * b, node_log_alpha.shape[0]), gen)
-    hybrid = config.estimator == "hybrid"
-    with torch.set_grad_enabled(hybrid):
-        edge_mask = _gate(edge_log_alpha, u_edge)
-        node_mask = None if u_node is None else _gate(node_log_alpha, u_node)
-        both = ablated.map(lambda t: torch.cat([t, t], dim=0) if t.dim() else t)
-        both.embeds = torch.cat([ablated.embeds, ablated.embeds], dim=1)
-        logits = engine.masked_run(adapter, data.input_ids[twice], both, edge_mask, node_mask,
-                                   data.attention_mask[twice])
-        per = loss_fn.per_example(logits, twice)  # (2B,)
-        positions = data.loss_mask[index].sum() * 2
-        faithfulness = per.sum() / positions
-    with torch.no_grad():
-        advantage = (per - per.roll(b)) / positions  # the other sample of the same example is the baseline
-        w_edge = advantage @ _score(edge_log_alpha, u_edge, config.rao_blackwell)
-        if hybrid:
-            w_edge = w_edge * (edge_log_alpha < config.score_below).float() * config.score_weight
-    surrogate = w_edge @ edge_log_alpha
-    if hybrid:
-        surrogate = surrogate + faithfulness
-    if node_log_alpha is not None:
-        surrogate = surrogate + (advantage @ _score(node_log_alpha, u_node, config.rao_blackwell)) @ node_log_alpha
-    return faithfulness.detach(), surrogate
+
+    def __init__(self, sizes: list[int], config: PruneConfig):
+        self.gate, self.decay = config.score_gate, config.score_decay
+        self.samples = config.score_samples
+        self.mean = [torch.zeros(n) for n in sizes]
+        self.var = [torch.zeros(n) for n in sizes]
+        self.steps = 0
+        self.open_fraction = 0.0
+
+    def __call__(self, adapter, data, loss_fn, ablated_for, index, scale, log_alphas, gen):
+        """Returns (faithfulness of the sampled circuits, [gradient estimate per log-alpha tensor]).
+
+        `scale` (B,) weighs each example's summed loss so that sum(scale * loss) estimates the faithfulness."""
+        b, k = len(index), self.samples
+        rows = index.repeat(k)  # sample j of example i is row j * b + i
+        noise = [_noise((k * b, la.shape[0]), gen) for la in log_alphas]
+        with torch.no_grad():
+            masks = [_gate(la.detach(), u) for la, u in zip(log_alphas, noise)]
+            logits = engine.masked_run(adapter, data.input_ids[rows], ablated_for(rows), masks[0],
+                                       masks[1] if len(masks) > 1 else None, data.attention_mask[rows])
+            per = loss_fn.per_example(logits, rows)  # (k B,) loss summed over each example's positions
+            faithfulness = (per.view(k, b) * scale).sum() / k
+            per = per.view(k, b)
+            baseline = (per.sum(0, keepdim=True) - per) / (k - 1)  # the example's other samples: independent
+            advantage = (per - baseline) * scale / k  # (k, B)
+            self.steps += 1
+            grads, opened = [], 0
+            for j, (la, u) in enumerate(zip(log_alphas, noise)):
+                w = _score(la, u).view(k, b, -1)
+                terms = (advantage[:, :, None] * w).sum(0)  # (B, n): one independent term per example
+                grad = terms.sum(0)
+                if self.gate > 0:
+                    d = self.decay
+                    self.mean[j].mul_(d).add_(grad, alpha=1 - d)
+                    self.var[j].mul_(d).add_((terms**2).sum(0), alpha=1 - d)
+                    correction = 1 - d**self.steps
+                    stderr = (self.var[j] / correction * (1 - d) / (1 + d)).sqrt()
+                    is_open = (self.mean[j] / correction).abs() > self.gate * stderr
+                    grad = grad * is_open
+                    opened += int(is_open.sum())
+                grads.append(grad)
+            self.open_fraction = opened / sum(la.shape[0] for la in log_alphas)
+        return faithfulness, grads
+
+
+class ExampleSampler:
+    """Batches of dataset rows and the weights that turn their summed losses into the faithfulness estimate.
+
+    Uniform (example_focus 1): shuffled passes over the data; an example's weight is 1 / (positions in the batch).
+    Focused (example_focus < 1): rows are drawn with replacement, those whose output the empty circuit (every edge
+    ablated) already reproduces `example_focus` times as often as the others; weights 1 / (B q_i P) (q_i the
+    probability of row i, P all loss positions) keep the estimate unbiased. Under interchange ablation many rows
+    have a corrupted partner with the same output: they carry no signal, and focusing spends the batch elsewhere.
+    """
+
+    def __init__(self, adapter, data, loss_fn, ablated_for, config: PruneConfig, gen: torch.Generator):
+        self.data, self.gen, self.batch = data, gen, config.batch_size
+        self.positions = data.loss_mask.sum(1).to(torch.float32)
+        self.probs = None
+        if config.example_focus < 1.0:
+            empty = torch.zeros(adapter.graph.num_edges, device=adapter.device)
+            losses = []
+            with torch.no_grad():
+                for start in range(0, len(data), config.batch_size):
+                    rows = torch.arange(start, min(start + config.batch_size, len(data)))
+                    logits = engine.masked_run(adapter, data.input_ids[rows], ablated_for(rows), empty, None,
+                                               data.attention_mask[rows])
+                    losses.append(loss_fn.per_example(logits, rows))
+            sensitive = torch.cat(losses) > FOCUS_TOLERANCE * self.positions
+            weights = torch.where(sensitive, 1.0, config.example_focus)
+            self.probs = weights / weights.sum()
+            self.focused = float(sensitive.float().mean())
+        self.order, self.position = torch.randperm(len(data), generator=gen), 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.data)
+        if self.probs is not None:
+            index = torch.multinomial(self.probs, self.batch, replacement=True, generator=self.gen)
+            return index, 1.0 / (self.batch * self.probs[index] * self.positions.sum())
+        if self.position + min(self.batch, n) > n:
+            self.order, self.position = torch.randperm(n, generator=self.gen), 0
+        index = self.order[self.position : self.position + self.batch]
+        self.position += len(index)
+        return index, torch.full((len(index),), 1.0) / self.positions[index].sum()
+
+
+FOCUS_TOLERANCE = 1e-6  # an example whose empty-circuit loss per position is below this counts as reproduced
 
 
 def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None) -> PruneResult:
@@ -248,15 +400,14 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
         node_log_alpha = gates.init_log_alpha(len(graph.writers), gen).to(adapter.device).requires_grad_()
         params.append(node_log_alpha)
     lambdas = torch.zeros(2, device=adapter.device, requires_grad=True)
-    mask_opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
-    lambda_opt = torch.optim.Adam([lambdas], lr=config.lambda_lr, maximize=True)
+    mask_opt = Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
+    lambda_opt = Adam([lambdas], lr=config.lambda_lr, maximize=True)
     edge_writer = torch.tensor(graph.edge_writer, device=adapter.device)
 
+    score = ScoreGradient([p.shape[0] for p in params], config) if config.estimator != "pathwise" else None
     loss_fn = Faithfulness(adapter, data, config.batch_size)
     ablated_for = AblationSource(adapter, data, config.ablation, config.batch_size)
-    n = len(data)
-    order = torch.randperm(n, generator=gen)
-    position = 0
+    sampler = ExampleSampler(adapter, data, loss_fn, ablated_for, config, gen)
     history: list[dict] = []
 
     def snapshot() -> PruneResult:
@@ -270,24 +421,20 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
         )
 
     for step in range(config.steps):
-        if position + min(config.batch_size, n) > n:
-            order, position = torch.randperm(n, generator=gen), 0
-        index = order[position : position + config.batch_size]
-        position += len(index)
-        ablated = ablated_for(index)
+        index, scale = sampler.next()
 
-        if config.estimator in ("score", "hybrid"):
-            faithfulness, surrogate = _score_step(adapter, data, loss_fn, ablated, index, edge_log_alpha,
-                                                  node_log_alpha, gen, config)
+        if score is not None:
+            faithfulness, grads = score(adapter, data, loss_fn, ablated_for, index, scale, params, gen)
+            surrogate = sum((g * p).sum() for g, p in zip(grads, params))
         else:
             draws = (len(index),) if config.per_example_masks else ()
             edge_mask = gates.sample(edge_log_alpha.expand(*draws, -1), gen)
             node_mask = None if node_log_alpha is None else gates.sample(node_log_alpha.expand(*draws, -1), gen)
             logits = engine.masked_run(
-                adapter, data.input_ids[index], ablated, edge_mask, node_mask, data.attention_mask[index],
-                checkpoint=config.checkpoint_layers,
+                adapter, data.input_ids[index], ablated_for(index), edge_mask, node_mask,
+                data.attention_mask[index], checkpoint=config.checkpoint_layers,
             )
-            faithfulness = surrogate = loss_fn(logits, index)
+            faithfulness = surrogate = (loss_fn.per_example(logits, index) * scale).sum()
         sparsity = expected_sparsity(edge_log_alpha, node_log_alpha, edge_writer)
         target = config.target_sparsity * min(1.0, (step + 1) / max(1, config.warmup_steps))
         gap = sparsity - target
@@ -326,6 +473,8 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
             "lambda1": lambdas[0].item(),
             "lambda2": lambdas[1].item(),
         }
+        if score is not None:
+            record["gate_open"] = score.open_fraction
         history.append(record)
         if progress is not None:
             progress(record)

@@ -1,0 +1,1 @@
+"""Hypothesis properties of epverify (a package, so that its modules never clash with tests/ by name)."""
