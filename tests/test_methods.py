@@ -181,11 +181,12 @@ def test_eap_ig_ranks_the_key_edge_within_the_reference_size(ind, ablation):
     assert _rank(eap_ig(adapter, data, ablation), key) <= len(meta["reference_circuit"])
 
 
-@pytest.mark.xfail(strict=True, reason="EAP is first order: the induction head's attention is saturated"
-                   " (0.998 on its target), so the gradient through its key is ~0: the key edge ranks low")
-def test_eap_ranks_the_key_edge_within_the_reference_size(ind):
+def test_eap_misses_the_saturated_key_edge_as_first_order_methods_do(ind):
+    """EAP is first order: the induction head's attention is saturated (0.998 on its target), so the gradient
+    through its key is ~0 and the key edge ranks below the reference circuit's size (measured: 23rd of 46).
+    EAP-IG, which integrates along the path from the corrupted input, ranks it inside (test above)."""
     adapter, data, meta, graph, key = ind
-    assert _rank(eap(adapter, data, "interchange"), key) <= len(meta["reference_circuit"])
+    assert _rank(eap(adapter, data, "interchange"), key) > len(meta["reference_circuit"])
 
 
 # ----- curves, CPR/CMD, ROC, IoU, consensus -----------------------------------------------------------------
