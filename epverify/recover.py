@@ -14,10 +14,13 @@ from .trainer import PruneConfig, PruneData, prune
 from .tracr.data import dataset
 from .tracr.model import CompiledModel
 
-# Defaults for Tracr programs (see docs/recovery.md for why these values).
-TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=400, warmup_steps=200, lr=0.1, lambda_lr=0.01,
-                           batch_size=64, per_example_masks=True, estimator="score", score_gate=3.0,
-                           score_decay=0.99, adam_beta2=0.9, example_focus=0.1)
+# Defaults for Tracr programs (see docs/recovery.md for why these values and what each one fixed). Tracr models
+# are piecewise constant in the masks, so the gradient comes from the score function of the gate noise, gated by
+# its running significance; Adam forgets fast (beta2 0.9) so a noise spike does not freeze an edge; under
+# interchange, rows whose corrupted partner gives the same output are sampled a tenth as often (importance-weighted).
+TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=500, warmup_steps=250, lr=0.1, lambda_lr=0.01,
+                           batch_size=64, estimator="score", score_samples=2, score_gate=3.0, score_decay=0.99,
+                           adam_beta2=0.9, example_focus=0.1)
 
 
 def tracr_data(model: CompiledModel) -> PruneData:

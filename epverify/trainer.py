@@ -190,7 +190,7 @@ class AblationSource:
 
     def __call__(self, index: torch.Tensor) -> engine.Record:
         if self.cache is not None:
-            return _select_rows(self.cache, index)
+            return self.cache.select(index)
         return self._run(index)
 
     def _run(self, index: torch.Tensor) -> engine.Record:
@@ -240,15 +240,6 @@ def _cat_records(parts: list[engine.Record]) -> engine.Record:
     logits = None if first.logits is None else torch.cat([p.logits for p in parts])
     return engine.Record(torch.cat([p.embeds for p in parts], dim=1), out["attn_in"], out["heads"], out["mlp_in"],
                          out["mlp_out"], torch.cat([p.final for p in parts]), logits)
-
-
-def _select_rows(record: engine.Record, index: torch.Tensor) -> engine.Record:
-    """Batch rows `index` of a record (the embeddings carry the batch in dimension 1)."""
-    pick = lambda t: t.index_select(0, index)  # noqa: E731
-    return engine.Record(record.embeds.index_select(1, index), [pick(t) for t in record.attn_in],
-                         [pick(t) for t in record.heads], [pick(t) for t in record.mlp_in],
-                         [pick(t) for t in record.mlp_out], pick(record.final),
-                         None if record.logits is None else pick(record.logits))
 
 
 def _noise(shape, generator) -> torch.Tensor:
