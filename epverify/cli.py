@@ -113,32 +113,152 @@ def cmd_zoo(args) -> int:
 
 
 # ----- prune -----------------------------------------------------------------------------------------------------
+PRUNE_REQUIRED = ("model", "task", "out")
+
+
 def cmd_prune(args) -> int:
-    from .pipeline import prune_on_task
+    from . import checkpoint
+    from .pipeline import prepare_out_dir, prune_on_task
+    from .progress import TrainingProgress
     from .trainer import PruneConfig
 
+    if args.resume:
+        saved = Path(args.resume) / RUN_CONFIG
+        if not saved.is_file():
+            raise EpverifyError(f"no {RUN_CONFIG} in {args.resume}: --resume needs the directory of an earlier"
+                                " epverify prune run (its --out)")
+        _apply_config(args, _read_toml(saved), saved, args._parser, keep=args._given)
+        if args.out is not None and Path(args.out) != Path(args.resume):
+            raise EpverifyError(f"--out {args.out} differs from --resume {args.resume}: a resumed run writes into"
+                                " its own directory; drop --out")
+        args.out = args.resume
+    missing = [name for name in PRUNE_REQUIRED if getattr(args, name) is None]
+    if missing:
+        raise EpverifyError("missing " + ", ".join(f"--{m}" for m in missing) + ": give them on the command line or"
+                            " in the --config file (e.g. model = \"path/to/checkpoint\")")
     options = {}
     if args.data:
         options["path"] = args.data
     if args.prompt:
         options["prompt"] = args.prompt
     warmup = args.warmup_steps if args.warmup_steps is not None else int(args.steps * 5 / 6)
+    args.warmup_steps = warmup
     config = PruneConfig(target_sparsity=args.target_sparsity, steps=args.steps, warmup_steps=warmup, lr=args.lr,
                          lambda_lr=args.lambda_lr, batch_size=args.batch_size, ablation=args.ablation,
-                         node_masks=args.node_masks, seed=args.seed)
+                         node_masks=args.node_masks, seed=args.seed, checkpoint_layers=args.checkpoint_layers)
+    config.validate()
+    if args.checkpoint_every < 0:
+        raise EpverifyError(f"--checkpoint-every {args.checkpoint_every}: give a number of steps, or 0 for none")
+    out = prepare_out_dir(args.out, resume=bool(args.resume), overwrite=args.overwrite)
+    resolved = _resolved_config(args)
+    if not args.resume:
+        _write_toml(out / RUN_CONFIG, resolved)
+    print(("resuming " if args.resume else "") + f"epverify prune, config saved in {out / RUN_CONFIG}:")
+    for key, value in resolved.items():
+        print(f"  {key} = {_toml_value(value)}")
+    sys.stdout.flush()
 
-    def progress(record):
-        if record["step"] % max(1, args.steps // 20) == 0 or record["step"] == args.steps:
-            print(f"step {record['step']:6d}  loss {record['loss']:.4f}  kl {record['faithfulness']:.4f}  "
-                  f"sparsity {record['sparsity']:.3f} / {record['target']:.3f}", flush=True)
-
-    circuit = prune_on_task(args.model, args.task, config, args.out, n_examples=args.examples,
-                            task_options=options, progress=progress)
+    progress = None if args.quiet else TrainingProgress(config.steps)
+    circuit = prune_on_task(args.model, args.task, config, out, n_examples=args.examples, task_options=options,
+                            progress=progress, checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
+                            draw=not args.no_draw)
     m = circuit.metrics
     print(f"circuit: {len(circuit.edges)} of {circuit.total_edges} edges (sparsity {circuit.sparsity:.4f}); "
           + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
-    print(f"wrote {Path(args.out) / 'circuit.json'} and {Path(args.out) / 'metrics.json'}")
+    written = ["circuit.json", "metrics.json"] + ([] if args.no_draw else ["circuit.png", "circuit.svg",
+                                                                          "training.png"])
+    print(f"wrote {', '.join(str(out / name) for name in written)}"
+          + (f" (checkpoint: {out / checkpoint.FILENAME})" if args.checkpoint_every else ""))
     return 0
+
+
+# ----- config files ----------------------------------------------------------------------------------------------
+# Every flag of a subcommand can come from a TOML file given with --config: keys are the flags' long names without
+# the dashes (`target-sparsity` or `target_sparsity`). Flags on the command line win over the file.
+RUN_CONFIG = "run.toml"  # the resolved config of a prune run, saved in its --out directory
+_NOT_CONFIG = {"help", "config", "func", "command", "resume", "overwrite"}
+
+
+def _config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in _NOT_CONFIG and a.dest != argparse.SUPPRESS}
+
+
+def _read_toml(path: Path) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise EpverifyError(f"config file {path} does not exist: give the path of a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise EpverifyError(f"config file {path} is not valid TOML ({err}): fix the line it names") from None
+    except OSError as err:
+        raise EpverifyError(f"config file {path} cannot be read ({err.strerror}): check the path and permissions")\
+            from None
+
+
+def _check_value(action: argparse.Action, key: str, value, path: Path):
+    """The config value converted as the flag's parser would, or a one-line error."""
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise EpverifyError(f"{path}: {key} must be true or false, not {value!r}")
+        return value
+    kind = action.type or str
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}.get(kind, lambda v: isinstance(v, str | int | float))
+    if not ok(value):
+        want = {int: "an integer", float: "a number", str: "a string"}.get(kind, "a value")
+        raise EpverifyError(f"{path}: {key} must be {want}, not {value!r}")
+    value = kind(value) if kind in (int, float, str) else kind(str(value))
+    if action.choices is not None and value not in action.choices:
+        raise EpverifyError(f"{path}: {key} = {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def _apply_config(args, values: dict, path: Path, parser: argparse.ArgumentParser, keep: set[str]) -> None:
+    """Set args from a config file's values, except the flags in `keep` (given on the command line)."""
+    keys = _config_keys(parser)
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        if key not in keys or isinstance(value, dict):
+            known = ", ".join(k.replace("_", "-") for k in keys)
+            raise EpverifyError(f"{path}: unknown setting {raw_key!r} for epverify {args.command}; known: {known}")
+        if key not in keep:
+            setattr(args, key, _check_value(keys[key], raw_key, value, path))
+
+
+def _explicit(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the flags written on the command line (so that they win over a config file)."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(a == option or a.startswith(option + "=") for a in argv):
+                given.add(action.dest)
+    given.update(a.dest for a in parser._actions if not a.option_strings)
+    return given
+
+
+def _resolved_config(args) -> dict:
+    keys = _config_keys(args._parser)
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def _write_toml(path: Path, values: dict) -> None:
+    text = "# epverify prune: the resolved configuration of this run (reuse with --config)\n"
+    text += "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 # ----- entry point -----------------------------------------------------------------------------------------------
@@ -146,8 +266,19 @@ def cmd_prune(args) -> int:
 # parser and sets `func` to a function of the parsed args returning the exit status.
 COMMAND_MODULES: tuple[str, ...] = ("epverify.gate",)
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `epverify: error: ...` naming the --help to read, exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # a flag's full name, so a config file can tell what was given
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"epverify: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="epverify", description="Edge Pruning circuit discovery, verified.")
+    parser = _Parser(prog="epverify", description="Edge Pruning circuit discovery, verified.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recover", help="recover the ground-truth circuit of Tracr programs with Edge Pruning",
@@ -163,11 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("prune", help="find a circuit in a Hugging Face model on a task",
-                       description="Run Edge Pruning on a local Hugging Face checkpoint for a task and write the "
-                                   "circuit JSON and its metrics.")
-    p.add_argument("--model", required=True, help="local checkpoint directory (config, weights, tokenizer)")
-    p.add_argument("--task", required=True,
-                   help="ioi, greater-than, gendered-pronouns (gp), boolean-expressions (boolean), or jsonl")
+                       description="Run Edge Pruning on a local Hugging Face checkpoint for a task. Writes into "
+                                   "--out: run.toml (the resolved config), checkpoint.pt (every "
+                                   "--checkpoint-every steps), metrics.json, circuit.png/svg, training.png and, "
+                                   "last, circuit.json.")
+    p.add_argument("--model", help="local checkpoint directory (config, weights, tokenizer); required")
+    p.add_argument("--task", help="ioi, greater-than, gendered-pronouns (gp), boolean-expressions (boolean), or "
+                                  "jsonl; required")
     p.add_argument("--data", help="jsonl task: the file of {clean, corrupted, target, distractor} lines")
     p.add_argument("--prompt", choices=["instruction", "few-shot"], help="boolean-expressions prompt style")
     p.add_argument("--target-sparsity", type=float, default=0.95)
@@ -179,8 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=256, help="number of task examples to generate")
     p.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean", "resample"])
     p.add_argument("--node-masks", action="store_true", help="also learn a mask per writer")
+    p.add_argument("--checkpoint-layers", action="store_true",
+                   help="recompute each layer in the backward (less memory, for large models)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory; required")
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="write OUT/checkpoint.pt every N steps (0: never)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint, with the"
+                                                   " config it saved")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    p.add_argument("--no-draw", action="store_true", help="skip the PNG/SVG drawings")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("zoo", help="list the shipped Tracr programs and their ground-truth sizes",
@@ -190,13 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register_cli(sub)
+    for sub_parser in sub.choices.values():
+        takes_config = "config" not in {a.dest for a in sub_parser._actions}  # `gate` reads its own TOML
+        if takes_config:
+            sub_parser.add_argument("--config", metavar="FILE.toml",
+                                    help="read any of these flags from a TOML file (flags given here win)")
+        sub_parser.set_defaults(_parser=sub_parser, _config_flag=takes_config)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args._given = _explicit(args._parser, argv)
+        if args._config_flag and args.config:
+            path = Path(args.config)
+            _apply_config(args, _read_toml(path), path, args._parser, keep=args._given)
+            args._given |= {k.replace("-", "_") for k in _read_toml(path)}
         return args.func(args)
     except EpverifyError as err:
         print(f"epverify: error: {err}", file=sys.stderr)

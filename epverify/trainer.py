@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import engine, gates
+from . import checkpoint, engine, gates
 from .adapters.base import Adapter
 from .errors import EpverifyError
 
@@ -228,6 +228,15 @@ class Adam:
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
 
+    def state_dict(self) -> dict:
+        return {"m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v], "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        for mine, saved in ((self.m, state["m"]), (self.v, state["v"])):
+            for t, s in zip(mine, saved):
+                t.copy_(s)
+        self.t = state["t"]
+
 
 CACHE_BYTES = 256 * 2**20  # interchange: keep the corrupted runs of the whole dataset when they fit in this
 
@@ -330,6 +339,14 @@ class ScoreGradient:
             self.open_fraction = opened / sum(la.shape[0] for la in log_alphas)
         return faithfulness, grads
 
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "steps": self.steps, "open_fraction": self.open_fraction}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean = [t.clone() for t in state["mean"]]
+        self.var = [t.clone() for t in state["var"]]
+        self.steps, self.open_fraction = state["steps"], state["open_fraction"]
+
 
 class ExampleSampler:
     """Batches of dataset rows and the weights that turn their summed losses into the faithfulness estimate.
@@ -371,16 +388,30 @@ class ExampleSampler:
         self.position += len(index)
         return index, torch.full((len(index),), 1.0) / self.positions[index].sum()
 
+    def state_dict(self) -> dict:
+        return {"order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.position = state["order"].clone(), state["position"]
+
 
 FOCUS_TOLERANCE = 1e-6  # an example whose empty-circuit loss per position is below this counts as reproduced
 
 
-def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None) -> PruneResult:
+def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None, checkpoint_path=None,
+          checkpoint_every: int = 0, resume: bool = False) -> PruneResult:
     """Train edge (and optionally node) masks; returns the log-alphas, lambdas and the loss history.
 
+    `progress(record)` is called after every step with the step's history record. With `checkpoint_path`, the
+    whole training state is written there atomically every `checkpoint_every` steps (epverify.checkpoint); with
+    `resume`, training continues from that file and ends exactly as an uninterrupted run with the same seed would.
     A non-finite loss stops training with an EpverifyError whose `result` holds the last good state.
     """
     config.validate()
+    if checkpoint_every < 0:
+        raise EpverifyError(f"checkpoint_every ({checkpoint_every}) must be 0 (never) or a number of steps")
+    if resume and checkpoint_path is None:
+        raise EpverifyError("resume needs the checkpoint file to continue from")
     start_time = time.perf_counter()
     graph = adapter.graph
     gen = torch.Generator().manual_seed(config.seed)
@@ -400,6 +431,32 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
     ablated_for = AblationSource(adapter, data, config.ablation, config.batch_size)
     sampler = ExampleSampler(adapter, data, loss_fn, ablated_for, config, gen)
     history: list[dict] = []
+    first_step, seconds_before = 0, 0.0
+    data_hash = checkpoint.fingerprint(data.input_ids, data.attention_mask, data.loss_mask, data.corrupted_ids)
+
+    def training_state(step: int) -> dict:
+        return {
+            "step": step, "config": asdict(config), "num_edges": graph.num_edges, "data": data_hash,
+            "params": [p.detach().cpu() for p in params], "lambdas": lambdas.detach().cpu(),
+            "mask_opt": mask_opt.state_dict(), "lambda_opt": lambda_opt.state_dict(), "generator": gen.get_state(),
+            "sampler": sampler.state_dict(), "score": None if score is None else score.state_dict(),
+            "history": history, "seconds": seconds_before + time.perf_counter() - start_time,
+        }
+
+    if resume:
+        state = checkpoint.load(checkpoint_path)
+        checkpoint.check_compatible(state, asdict(config), graph.num_edges, data_hash, checkpoint_path)
+        with torch.no_grad():
+            for p, saved in zip((*params, lambdas), (*state["params"], state["lambdas"])):
+                p.copy_(saved)
+        mask_opt.load_state_dict(state["mask_opt"])
+        lambda_opt.load_state_dict(state["lambda_opt"])
+        gen.set_state(state["generator"])
+        sampler.load_state_dict(state["sampler"])
+        if score is not None:
+            score.load_state_dict(state["score"])
+        history.extend(state["history"])
+        first_step, seconds_before = state["step"], state["seconds"]
 
     def snapshot() -> PruneResult:
         return PruneResult(
@@ -408,10 +465,10 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
             lambdas.detach().clone(),
             history,
             asdict(config),
-            time.perf_counter() - start_time,
+            seconds_before + time.perf_counter() - start_time,
         )
 
-    for step in range(config.steps):
+    for step in range(first_step, config.steps):
         index, scale = sampler.next()
 
         if score is not None:
@@ -467,6 +524,8 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None)
         if score is not None:
             record["gate_open"] = score.open_fraction
         history.append(record)
+        if checkpoint_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            checkpoint.save(checkpoint_path, training_state(step + 1))
         if progress is not None:
             progress(record)
     return snapshot()
