@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test zoo bench lint
+.PHONY: demo test zoo bench lint docs
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,3 +27,6 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check epverify tests properties bench
+
+docs: $(STAMP)
+	$(BIN)/python -c "from epverify.cli import reference_markdown; print(reference_markdown(), end='')" > docs/cli.md

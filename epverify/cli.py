@@ -285,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Prune compiled Tracr programs and compare the circuits found with their "
                                    "ground truth. Exits 0 only when every program is recovered exactly.")
     p.add_argument("program", help="a shipped program name, 'all', or FILE.py:FUNCTION returning a RASP program")
-    p.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean"])
+    p.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean"],
+                   help="the ablation whose ground truth is compared")
     p.add_argument("--json", metavar="PATH", help="also write the reports as JSON")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--vocab", help="FILE.py:FUNCTION only: comma-separated input tokens")
     p.add_argument("--max-seq-len", type=int, help="FILE.py:FUNCTION only: longest input")
     p.add_argument("--causal", action="store_true", help="FILE.py:FUNCTION only: compile with causal attention")
@@ -303,18 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "jsonl; required")
     p.add_argument("--data", help="jsonl task: the file of {clean, corrupted, target, distractor} lines")
     p.add_argument("--prompt", choices=["instruction", "few-shot"], help="boolean-expressions prompt style")
-    p.add_argument("--target-sparsity", type=float, default=0.95)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--target-sparsity", type=float, default=0.95,
+                   help="fraction of edges to remove, in [0, 1.5] (above 1 keeps pushing past that)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--warmup-steps", type=int, help="default: 5/6 of the steps")
     p.add_argument("--lr", type=float, default=0.8, help="learning rate of the edge masks")
     p.add_argument("--lambda-lr", type=float, default=0.8, help="learning rate of the Lagrange multipliers")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step")
     p.add_argument("--examples", type=int, default=256, help="number of task examples to generate")
-    p.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean", "resample"])
+    p.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean", "resample"],
+                   help="what a removed edge carries: the corrupted input's value, zero, the mean, or a resample")
     p.add_argument("--node-masks", action="store_true", help="also learn a mask per writer")
     p.add_argument("--checkpoint-layers", action="store_true",
                    help="recompute each layer in the backward (less memory, for large models)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks' noise, the batches and the examples")
     p.add_argument("--out", help="output directory; required")
     p.add_argument("--checkpoint-every", type=int, default=100,
                    help="write OUT/checkpoint.pt every N steps (0: never)")
@@ -339,6 +342,36 @@ def build_parser() -> argparse.ArgumentParser:
                                     help="read any of these flags from a TOML file (flags given here win)")
         sub_parser.set_defaults(_parser=sub_parser, _config_flag=takes_config)
     return parser
+
+
+def reference_markdown() -> str:
+    """docs/cli.md: every subcommand with its flags, generated from the parser (tests/test_cli_reference.py keeps
+    the file in sync; regenerate with `make docs`)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    lines = ["# Command-line reference", "",
+             "Generated from the argument parser by `make docs` (`epverify.cli.reference_markdown`); a test fails",
+             "when this file and the parser disagree. Every flag can also come from a TOML file given with `--config`",
+             "(keys are the flag names without the leading dashes; flags on the command line win). User errors",
+             "print one line, `epverify: error: ...`, and exit with status 2.", ""]
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        lines += [f"## epverify {name}", "", helps.get(name) or "", ""]
+        if p.description:
+            lines += [p.description, ""]
+        lines += ["| argument | default | meaning |", "|---|---|---|"]
+        for action in p._actions:
+            if action.dest == "help":
+                continue
+            flag = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest}` (positional)"
+            if action.choices is not None:
+                flag += " {" + ", ".join(map(str, action.choices)) + "}"
+            hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+            default = "" if hidden or not action.option_strings else f"`{action.default}`"
+            meaning = (action.help or "").replace("|", "\\|")
+            lines.append(f"| {flag} | {default} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
