@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from .adapters.tracr import TracrAdapter
+from .checks import flag_empty
 from .circuit import Circuit
 from .evaluate import evaluate, roc_auc
-from .trainer import PruneConfig, PruneData, prune
 from .tracr.data import dataset
 from .tracr.model import CompiledModel
+from .trainer import PruneConfig, PruneData, prune
 
 # Defaults for Tracr programs (see docs/recovery.md for why these values and what each one fixed). Tracr models
 # are piecewise constant in the masks, so the gradient comes from the score function of the gate noise, gated by
@@ -49,14 +50,29 @@ class RecoveryReport:
     steps: int
     seconds: float
     dropped_dangling: int
+    empty: bool = False  # no edge survived extraction (see epverify.checks.flag_empty)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+TRACR_THREADS = 1  # Tracr models are tiny: a second torch thread mostly spins (6-13x slower on a shared machine)
+
+
 def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 0,
             config: PruneConfig | None = None) -> RecoveryReport:
-    """Prune a compiled program and compare the circuit found with its ground truth for this ablation."""
+    """Prune a compiled program and compare the circuit found with its ground truth for this ablation.
+
+    Runs with one torch thread (restored afterwards): see docs/recovery.md, "Time"."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRACR_THREADS)
+    try:
+        return _recover(compiled, ablation, seed, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneConfig | None) -> RecoveryReport:
     start = time.perf_counter()
     config = replace(config or TRACR_CONFIG, ablation=ablation, seed=seed)
     if ablation not in compiled.ground_truth:
@@ -70,6 +86,10 @@ def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 
     torch.manual_seed(seed)
     result = prune(adapter, data, config)
     circuit = Circuit.from_masks(graph, result.edge_log_alpha, model=adapter.summary(), ablation=ablation)
+    if truth:
+        empty = flag_empty(circuit, config.target_sparsity, context=f"{compiled.name} ({ablation} ablation)")
+    else:  # the ground truth itself is empty: an empty circuit is the right answer, not a warning
+        empty = circuit.metrics["empty"] = not circuit.edges
     found = set(circuit.edges)
     metrics = evaluate(adapter, data, circuit.mask(graph), ablation)
     hits = len(found & truth)
@@ -90,4 +110,5 @@ def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 
         steps=config.steps,
         seconds=time.perf_counter() - start,
         dropped_dangling=circuit.dropped_dangling,
+        empty=empty,
     )

@@ -1,5 +1,6 @@
 """The command line: zoo listing, recovery of shipped and user programs, one-line errors."""
 
+import json
 import textwrap
 
 import pytest
@@ -47,3 +48,26 @@ def test_every_subcommand_has_help():
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([name, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_user_file_program_is_recovered_exactly(tmp_path, capsys):
+    """A RASP program written in the user's own file goes through FILE.py:FUNCTION and is recovered exactly."""
+    pytest.importorskip("tracr")
+    source = tmp_path / "mine.py"
+    source.write_text(textwrap.dedent("""
+        from tracr.rasp import rasp
+
+        def make():
+            previous = rasp.Select(rasp.indices, rasp.indices, lambda key, query: key == query - 1)
+            shifted = rasp.categorical(rasp.Aggregate(previous, rasp.tokens)).named("shifted")
+            same = rasp.SequenceMap(lambda x, y: x if x == y else 0, rasp.tokens, shifted)
+            return rasp.categorical(same).named("same")
+    """))
+    report_path = tmp_path / "report.json"
+    code = main(["recover", f"{source}:make", "--vocab", "1,2,3", "--max-seq-len", "4", "--json", str(report_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "mine:make" in out and "recovered exactly: 1/1" in out
+    (report,) = json.loads(report_path.read_text())
+    assert report["truth_edges"] and sorted(report["found_edges"]) == sorted(report["truth_edges"])
+    assert report["exact"] and not report["empty"]
