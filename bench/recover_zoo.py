@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from epverify.recover import TRACR_CONFIG, recover  # noqa: E402
-from epverify.trainer import PruneConfig  # noqa: E402
+from epverify.recover import TRACR_CONFIG, recover_many  # noqa: E402
 from epverify.tracr import zoo  # noqa: E402
 from epverify.tracr.model import CompiledModel  # noqa: E402
+from epverify.trainer import PruneConfig  # noqa: E402
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: these models are tiny, and a second thread only helps when"
                              " the machine is otherwise idle; 0 leaves torch's default)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="recover this many programs at once, one process of one torch thread each (default 1;"
+                             " `epverify recover all` uses one per CPU)")
     parser.add_argument("--json", metavar="PATH", help="also write every report as JSON")
     args = parser.parse_args(argv)
 
@@ -65,6 +68,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.output_scale is not None:
         from epverify.adapters.tracr import TracrAdapter
+
+        if args.workers > 1:
+            raise SystemExit("--output-scale changes a class attribute that worker processes do not see: use"
+                             " --workers 1")
 
         TracrAdapter.output_scale = args.output_scale
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -82,10 +89,11 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     reports, exact = [], {}
     train_seconds = 0.0
-    for name in programs:
-        model = CompiledModel.load(zoo.ROOT / name)
-        for seed in seeds:
-            r = recover(model, ablation=args.ablation, seed=seed, config=config)
+    seed_wall = {}
+    models = [CompiledModel.load(zoo.ROOT / name) for name in programs]
+    for seed in seeds:
+        seed_start = time.perf_counter()
+        for name, r in zip(programs, recover_many(models, args.ablation, seed, config, workers=args.workers)):
             reports.append(r)
             exact[(name, seed)] = r.exact
             train_seconds += r.seconds
@@ -97,12 +105,13 @@ def main(argv=None) -> int:
             print(f"{name:18s} {seed:4d} {r.total_edges:6d} {len(truth):5d} {len(found):5d} {r.precision:6.3f}"
                   f" {r.recall:6.3f} {r.faithfulness:9.2e} {r.accuracy:6.3f} {r.seconds:6.1f}  "
                   f"{'exact' if r.exact else 'NO'}{detail}", flush=True)
+        seed_wall[seed] = time.perf_counter() - seed_start
     wall = time.perf_counter() - start
 
     print()
     for seed in seeds:
         n = sum(exact[(p, seed)] for p in programs)
-        print(f"seed {seed}: exact {n}/{len(programs)}")
+        print(f"seed {seed}: exact {n}/{len(programs)}, wall {seed_wall[seed]:.1f}s")
     need = min(4, len(seeds))
     per_program = {p: sum(exact[(p, s)] for s in seeds) for p in programs}
     ok = [p for p, n in per_program.items() if n >= need]

@@ -74,7 +74,7 @@ def _fmt(value, digits=3) -> str:
 
 
 def cmd_recover(args) -> int:
-    from .recover import recover
+    from .recover import recover_many
 
     models = _programs(args.program, args)
     head = ["program", "edges", "truth", "found", "precision", "recall", "auc", "loss", "accuracy", "steps",
@@ -82,8 +82,7 @@ def cmd_recover(args) -> int:
     print(f"ablation: {args.ablation}, seed: {args.seed}")
     print("  ".join(f"{h:>9s}" if i else f"{h:18s}" for i, h in enumerate(head)))
     reports = []
-    for model in models:
-        r = recover(model, ablation=args.ablation, seed=args.seed)
+    for r in recover_many(models, ablation=args.ablation, seed=args.seed):  # one process per CPU
         reports.append(r)
         row = [r.program, r.total_edges, len(r.truth_edges), len(r.found_edges), r.precision, r.recall, r.auc,
                r.faithfulness, r.accuracy, r.steps, r.seconds, "yes" if r.exact else "NO"]

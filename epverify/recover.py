@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -112,3 +116,28 @@ def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneCon
         dropped_dangling=circuit.dropped_dangling,
         empty=empty,
     )
+
+
+def _recover_job(job) -> RecoveryReport:
+    compiled, ablation, seed, config = job
+    return recover(compiled, ablation, seed, config)
+
+
+def recover_many(models: list[CompiledModel], ablation: str = "interchange", seed: int = 0,
+                 config: PruneConfig | None = None, workers: int | None = None) -> Iterator[RecoveryReport]:
+    """`recover` every program, in `workers` processes of one torch thread each (default: one per CPU, at most
+    one per program); yields the reports in the order of `models` as they complete. Each recovery is
+    independent and seeded, so the reports are the same as one process would give."""
+    workers = min(len(models), workers or os.cpu_count() or 1)
+    jobs = [(m, ablation, seed, config) for m in models]
+    if workers <= 1:
+        yield from map(_recover_job, jobs)
+        return
+    # largest first, so that the longest recovery does not start last; spawned (not forked) workers, since a fork
+    # of a process whose torch thread pool is running can hang
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].total_edges)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {i: pool.submit(_recover_job, jobs[i]) for i in order}
+        for i in range(len(jobs)):
+            yield futures[i].result()
