@@ -62,6 +62,9 @@ class Circuit:
     ablation: str = "interchange"
     metrics: dict = field(default_factory=dict)
     dropped_dangling: int = 0
+    # Optional per-edge scores, kept or not (e.g. `epverify.export.mask_scores`, or an attribution score from
+    # another tool); empty when the circuit is only an edge set. Written as "scores": [[w, r, s], ...].
+    scores: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[str]:
@@ -111,6 +114,7 @@ class Circuit:
             "sparsity": self.sparsity,
             "dropped_dangling": self.dropped_dangling,
             "metrics": self.metrics,
+            **({"scores": [[w, r, s] for (w, r), s in self.scores.items()]} if self.scores else {}),
         }
 
     def to_json(self, path: str | Path) -> Path:
@@ -131,11 +135,18 @@ class Circuit:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise EpverifyError(f"{path} is not a circuit JSON file ({err})") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data, source: str = "circuit") -> Circuit:
+        """A circuit from the dict `to_dict` writes; `source` names it in errors."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise EpverifyError(f"{path} is not an epverify circuit: expected \"format\": \"{FORMAT}\"")
+            raise EpverifyError(f"{source} is not an epverify circuit: expected \"format\": \"{FORMAT}\"")
         try:
             edges = [(str(w), str(r)) for w, r in data["edges"]]
+            scores = {(str(w), str(r)): float(s) for w, r, s in data.get("scores", [])}
             return cls(edges, int(data["total_edges"]), data.get("model", {}), data.get("ablation", "interchange"),
-                       data.get("metrics", {}), int(data.get("dropped_dangling", 0)))
+                       data.get("metrics", {}), int(data.get("dropped_dangling", 0)), scores)
         except (KeyError, TypeError, ValueError) as err:
-            raise EpverifyError(f"{path}: malformed circuit ({err!r}); expected edges as [writer, reader] pairs")
+            raise EpverifyError(f"{source}: malformed circuit ({err!r}); expected edges as [writer, reader] pairs"
+                                " and scores as [writer, reader, score] triples") from None
