@@ -42,3 +42,25 @@ def test_generated_programs_are_recovered_exactly(program):
     truth = {tuple(e) for e in report.truth_edges}
     assert report.exact, (f"{program!r}: missing {sorted(truth - found)}, extra {sorted(found - truth)}"
                           f" (loss {report.faithfulness:.3g}, accuracy {report.accuracy:.3f})")
+
+
+def test_recovering_in_worker_processes_gives_the_same_reports():
+    """`recover_many` (one process per program, as `epverify recover all` runs) reports exactly what `recover`
+    reports in this process, in the order given; the empty ground truth of `length` under interchange is found
+    empty and flagged so, and recovery leaves the caller's torch thread count as it was."""
+    import torch
+
+    from epverify.recover import recover_many
+    from epverify.tracr import zoo
+    from epverify.tracr.model import CompiledModel
+
+    models = [CompiledModel.load(zoo.ROOT / name) for name in ("length", "count")]
+    threads = torch.get_num_threads()
+    alone = [epverify.recover(m, "interchange", seed=1) for m in models]
+    assert torch.get_num_threads() == threads
+    parallel = list(recover_many(models, "interchange", seed=1, workers=2))
+    for a, b in zip(alone, parallel):
+        assert (a.program, a.found_edges, a.exact, a.empty) == (b.program, b.found_edges, b.exact, b.empty)
+    assert [r.program for r in parallel] == ["length", "count"]
+    assert parallel[0].exact and parallel[0].empty and not parallel[0].truth_edges
+    assert parallel[1].exact and not parallel[1].empty
