@@ -57,6 +57,7 @@ class Record:
 
     def select(self, index: torch.Tensor) -> Record:
         """Rows `index` of the batch (the embeddings carry the batch in dimension 1)."""
+        index = index.to(self.final.device)  # index_select wants the index where the data is
         def rows(t: torch.Tensor) -> torch.Tensor:
             return t.index_select(0, index)
 
@@ -194,7 +195,7 @@ class _Group:
     start: int
     n: int
     out_weight: torch.Tensor | None  # heads: (H, head_dim, d), their gradient is kept in head space
-    grad: torch.Tensor | None = None  # float32, (B, n, T, d) for dense groups, (B, H, T, head_dim) for heads
+    grad: torch.Tensor | None = None  # float32, (n, B, T, d) for dense groups, (H, B, T, head_dim) for heads
 
 
 class DeltaStack:
@@ -204,15 +205,17 @@ class DeltaStack:
     (a reader group's inputs from its mask block and the tokens of its upstream writers). Passing the tokens makes
     autograd run a push's backward only after every mix that read it, when its gradient is complete.
 
-    Layout: the values are (B, W, T, d) in the model's dtype, so a chunk of batch rows reads only its own part of
-    the stack. Gradients accumulate in float32 per group; a heads group keeps them before the output projection
-    (B, H, T, head_dim), folding each reader group's contribution through the projection, so the gradient side
-    is about 1/H of the stack.
+    Layout: the values are (W, B, T, d) in the model's dtype. A group's rows are one contiguous block, and the
+    upstream prefix of a chunk of batch rows is a (W_up, b*T*d) matrix with a row stride, so a reader group's
+    inputs are one matrix product (one per example for per-example masks) written straight into the
+    reader-major layout the readers consume, and its gradients come back the same way, with no copies or
+    transposes of the stack. Gradients accumulate in float32 per group; a heads group keeps them before the output
+    projection (H, B, T, head_dim), folding each reader group's contribution through the projection, so the
+    gradient side is about 1/H of the stack.
     """
 
     def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
-        batch, *rest = shape
-        self.values = torch.empty(batch, n_writers, *rest, dtype=dtype, device=device)  # (B, W, T, d)
+        self.values = torch.empty(n_writers, *shape, dtype=dtype, device=device)  # (W, B, T, d)
         self.groups: list[_Group] = []
         self.filled = 0
         self.tokens: list[torch.Tensor] = []
@@ -234,43 +237,57 @@ class DeltaStack:
         self.tokens.append(_Push.apply(head_delta, self, len(self.groups) - 1))
         self.filled += head_delta.shape[1]
 
-    def mix(self, masks: torch.Tensor, tokens: list[torch.Tensor] | None = None,
-            rows: slice = slice(None)) -> torch.Tensor:
-        """Reader inputs' deltas for batch rows `rows`: masks (R, W_up), or per example (b, R, W_up), against the
-        first W_up writers -> (R, b, T, d). `tokens` are those of the groups read (default: all so far)."""
+    def mix(self, masks: torch.Tensor, tokens: list[torch.Tensor] | None = None, rows: slice = slice(None),
+            base: torch.Tensor | None = None) -> torch.Tensor:
+        """Reader inputs for batch rows `rows`: base (b, T, d), the ablated residual (None: 0), plus masks (R, W_up),
+        or per example (b, R, W_up), against the first W_up writers -> (R, b, T, d). `tokens` are those of the
+        groups read (default: all so far)."""
         tokens = self.tokens if tokens is None else tokens
         n_up = sum(g.n for g in self.groups[: len(tokens)])
         if masks.shape[-1] != n_up:
             raise RuntimeError(f"mask block reads {masks.shape[-1]} writers but {n_up} are upstream")
-        return _Mix.apply(masks, self, rows, *tokens)
+        return _Mix.apply(masks, base, self, rows, *tokens)
+
+    def upstream(self, n_up: int, rows: slice) -> torch.Tensor:
+        """The first n_up writers' deltas for batch rows `rows`: (W_up, b, T*d), a view."""
+        return self.values[:n_up, rows].flatten(2)
 
     def accumulate(self, masks: torch.Tensor, grad: torch.Tensor, rows: slice) -> None:
-        """Add a reader group's gradient (b, R, T*d), weighted by its masks, into each upstream group's rows."""
+        """Add a reader group's gradient (R, b, T*d), weighted by its masks, into each upstream group's rows."""
         n_up = masks.shape[-1]
+        n_readers, b = grad.shape[:2]
         shape = self.values.shape
         for group in self.groups:
             if group.start >= n_up:
                 break
             z = masks[..., group.start : group.start + group.n].to(grad.dtype)  # ([b,] R, n)
-            part = torch.matmul(z.transpose(-1, -2), grad)  # (b, n, T*d)
-            part = part.view(part.shape[0], group.n, *shape[2:])  # (b, n, T, d)
-            if group.out_weight is not None:  # fold into head space: (b, n, T, d) @ (n, e, d)^T -> (b, n, T, e)
-                part = torch.einsum("bntd,ned->bnte", part, group.out_weight.to(part.dtype))
+            heads = group.out_weight is not None
             if group.grad is None:
-                full = (shape[0], *part.shape[1:])
-                group.grad = torch.zeros(full, dtype=torch.float32, device=part.device)
-            group.grad[rows] += part
+                width = group.out_weight.shape[1] if heads else shape[-1]
+                group.grad = torch.zeros(group.n, *shape[1:-1], width, dtype=torch.float32, device=grad.device)
+            target = group.grad[:, rows].flatten(1, 2)  # (n, b*T, d or e), a view
+            if z.dim() == 2:  # one mask for the batch: one product over every row
+                part = torch.mm(z.t(), grad.view(n_readers, -1))  # (n, b*T*d)
+            else:  # per example: (b, n, R) @ (b, R, T*d), written as (n, b, T*d)
+                part = grad.new_empty(group.n, b, grad.shape[-1])
+                torch.bmm(z.transpose(1, 2), grad.transpose(0, 1), out=part.transpose(0, 1))
+            part = part.view(group.n, -1, shape[-1])  # (n, b*T, d)
+            if heads:  # fold into head space: (n, b*T, d) @ (n, d, e) -> (n, b*T, e)
+                part = torch.bmm(part, group.out_weight.to(part.dtype).transpose(1, 2))
+            target += part
 
 
 class _Push(torch.autograd.Function):
     @staticmethod
     def forward(ctx, delta, stack: DeltaStack, index: int):
         group = stack.groups[index]
-        rows = stack.values[:, group.start : group.start + group.n]  # (B, n, T, d)
+        rows = stack.values[group.start : group.start + group.n]  # (n, B, T, d), contiguous
         if group.out_weight is None:
-            rows.copy_(delta.transpose(0, 1))
-        else:
-            rows.copy_(torch.einsum("bhte,hed->bhtd", delta, group.out_weight.to(delta.dtype)))
+            rows.copy_(delta)
+        else:  # (H, B*T, e) @ (H, e, d) -> (H, B*T, d), straight into the stack
+            h, width = delta.shape[1], delta.shape[-1]
+            heads_first = delta.transpose(0, 1).reshape(h, -1, width)
+            torch.bmm(heads_first, group.out_weight.to(delta.dtype), out=rows.view(h, -1, rows.shape[-1]))
         ctx.stack, ctx.index, ctx.dtype, ctx.shape = stack, index, delta.dtype, delta.shape
         return delta.new_zeros(0)
 
@@ -281,36 +298,56 @@ class _Push(torch.autograd.Function):
         grad, group.grad = group.grad, None
         if grad is None:  # no reader downstream needed a gradient
             return torch.zeros(ctx.shape, dtype=ctx.dtype, device=stack.values.device), None, None
-        if group.out_weight is None:
-            grad = grad.transpose(0, 1)  # (n, B, T, d), the layout pushed
+        if group.out_weight is not None:
+            grad = grad.transpose(0, 1)  # (B, H, T, e), the layout pushed
         return grad.to(ctx.dtype), None, None
 
 
 class _Mix(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, masks, stack: DeltaStack, rows: slice, *tokens):
+    def forward(ctx, masks, base, stack: DeltaStack, rows: slice, *tokens):
         n_up = masks.shape[-1]
         ctx.stack, ctx.rows, ctx.n_tokens = stack, rows, len(tokens)
         ctx.save_for_backward(masks)
-        values = stack.values[rows, :n_up].flatten(2)  # (b, W_up, T*d), a view
-        out = torch.matmul(masks.to(values.dtype), values)  # (b, R, T*d)
-        return out.transpose(0, 1).unflatten(-1, stack.values.shape[2:])  # (R, b, T, d), a view
+        values = stack.upstream(n_up, rows)  # (W_up, b, T*d)
+        b, n_readers = values.shape[1], masks.shape[-2]
+        z = masks.to(values.dtype)
+        out = values.new_empty(n_readers, b, *stack.values.shape[2:])  # (R, b, T, d)
+        if masks.dim() == 2:  # (R, W_up) @ (W_up, b*T*d)
+            flat = out.view(n_readers, -1)
+            if base is None:
+                torch.mm(z, values.flatten(1), out=flat)
+            else:
+                torch.addmm(base.reshape(1, -1).to(values.dtype), z, values.flatten(1), out=flat)
+        else:  # per example: (b, R, W_up) @ (b, W_up, T*d), written as (R, b, T*d)
+            per_row = out.view(n_readers, b, -1).transpose(0, 1)
+            if base is None:
+                torch.bmm(z, values.transpose(0, 1), out=per_row)
+            else:
+                torch.baddbmm(base.reshape(b, 1, -1).to(values.dtype), z, values.transpose(0, 1), out=per_row)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (masks,) = ctx.saved_tensors
         stack, ctx.stack = ctx.stack, None
         n_up = masks.shape[-1]
-        g = grad_out.to(stack.values.dtype).transpose(0, 1).flatten(2)  # (b, R, T*d)
-        grad_masks = None
+        n_readers, b = grad_out.shape[:2]
+        g = grad_out.to(stack.values.dtype).contiguous().view(n_readers, b, -1)  # (R, b, T*d)
+        grad_masks = grad_base = None
         if ctx.needs_input_grad[0]:
-            values = stack.values[ctx.rows, :n_up].flatten(2)  # (b, W_up, T*d)
-            grad_masks = torch.matmul(g, values.transpose(1, 2))  # (b, R, W_up)
-            grad_masks = (grad_masks if masks.dim() == 3 else grad_masks.sum(0)).to(masks.dtype)
-        if any(ctx.needs_input_grad[3:]):
+            values = stack.upstream(n_up, ctx.rows)  # (W_up, b, T*d)
+            if masks.dim() == 2:  # (R, b*T*d) @ (b*T*d, W_up)
+                grad_masks = torch.mm(g.view(n_readers, -1), values.flatten(1).t())
+            else:  # (b, R, T*d) @ (b, T*d, W_up)
+                grad_masks = torch.bmm(g.transpose(0, 1), values.permute(1, 2, 0))
+            grad_masks = grad_masks.to(masks.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_base = grad_out.sum(0)
+        if any(ctx.needs_input_grad[4:]):
             stack.accumulate(masks, g, ctx.rows)
         empty = [grad_out.new_zeros(0) for _ in range(ctx.n_tokens)]
-        return (grad_masks, None, None, *empty)
+        return (grad_masks, grad_base, None, None, *empty)
 
 
 def masked_run(
@@ -321,10 +358,14 @@ def masked_run(
     node_mask: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     checkpoint: bool = False,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits of the model with every edge scaled by its mask and every writer by its node mask.
 
     checkpoint: recompute each layer's activations in the backward instead of keeping them (large models).
+    positions: (B, T) bool, the positions a loss reads: the unembedding then runs on those rows only and the
+    result is `logits[positions]`, (P, V) in row-major order (a loss at the last token of a 50k-word vocabulary
+    skips nearly all of the unembedding and its backward).
 
     edge_mask: (num_edges,) in edge order, or (B, num_edges) for one mask per example (training samples an
     independent mask for every example); node_mask: (num_writers,), (B, num_writers) or None; ablated: a Record
@@ -361,8 +402,8 @@ def masked_run(
     rows_per_chunk = max(1, min(batch, READER_CHUNK_BYTES // row_bytes))
 
     def attention_rows(layer, rows, z, *tokens):  # -> head deltas before projection (b, H, T, head_dim)
-        x = ablated.attn_in[layer][rows][None] + stack.mix(z, list(tokens), rows)  # (H + 2 Hkv, b, T, d)
-        q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
+        x = stack.mix(z, list(tokens), rows, base=ablated.attn_in[layer][rows])  # (H + 2 Hkv, b, T, d)
+        q, k, v = adapter.attention_qkv(layer, *x.split([nq, nkv, nkv]))
         mask = None if attention_mask is None else attention_mask[rows]
         return adapter.attention(layer, q, k, v, mask) - ablated.heads[layer][rows]
 
@@ -374,7 +415,7 @@ def masked_run(
         return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
     def mlp_block(layer, z, *tokens):  # -> MLP delta (1, B, T, d)
-        x = ablated.mlp_in[layer] + stack.mix(z, list(tokens))[0]
+        x = stack.mix(z, list(tokens), base=ablated.mlp_in[layer]).squeeze(0)
         return (adapter.mlp(layer, x) - ablated.mlp_out[layer])[None]
 
     def run(fn, *args):
@@ -391,9 +432,20 @@ def masked_run(
             stack.push_heads(head_delta, adapter.head_out_weight(layer))
             mlp_delta = run(mlp_block, layer, block(graph.mlp_group(layer)), *stack.tokens)
         stack.push(mlp_delta)
-    x = ablated.final + stack.mix(block(graph.out_group))[0]
-    if not torch.is_grad_enabled() or not edge_mask.requires_grad:
+    x = stack.mix(block(graph.out_group), base=ablated.final).squeeze(0)  # (B, T, d)
+    # The autograd nodes hold the stack; the stack must not hold them back (through its tokens), or a forward
+    # that never runs its backward would leave a reference cycle that keeps the stack and activations alive.
+    stack.tokens = []
+    needs_backward = edge_mask.requires_grad or (node_mask is not None and node_mask.requires_grad)
+    if not torch.is_grad_enabled() or not needs_backward:
         stack.release()  # nothing will run backward through it
+    if positions is not None:
+        if positions.shape != input_ids.shape or positions.dtype != torch.bool:
+            raise EpverifyError(
+                f"positions are {positions.dtype} of shape {tuple(positions.shape)}, expected torch.bool of shape"
+                f" {tuple(input_ids.shape)}: one flag per input token"
+            )
+        x = x[positions.to(x.device)]  # (P, d)
     return adapter.unembed(x)
 
 

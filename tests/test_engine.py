@@ -1,5 +1,7 @@
 """The masked engine: equivalences with the full model, the corrupted model, the oracle, and plain autograd."""
 
+import weakref
+
 import pytest
 import torch
 
@@ -76,7 +78,8 @@ def _plain_soft_run(adapter, ids, mask, corrupted_ids, z):
     def reader_input(reader, n_writers):
         x = 0
         for w in graph.writers[:n_writers]:
-            zw = z[graph.edge_index[(w, reader)]]
+            zw = z[..., graph.edge_index[(w, reader)]]
+            zw = zw[:, None, None] if z.dim() == 2 else zw  # per-example masks: one value per row
             x = x + zw * outputs[w] + (1 - zw) * corrupt[w]
         return x
 
@@ -108,6 +111,62 @@ def test_delta_stack_gradients_equal_plain_autograd(name):
     z2 = z.clone().requires_grad_()
     (_plain_soft_run(adapter, ids, mask, corrupted_ids, z2) * weights).sum().backward()
     torch.testing.assert_close(z1.grad, z2.grad, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["reverse", "sort"])
+def test_per_example_masks_node_masks_and_positions_match_plain_autograd(name):
+    """Per-example edge masks with node masks, read at a few positions: the same outputs and the same edge and
+    node gradients as autograd on the plain sum with the node masks folded into the edges."""
+    _, adapter, ids, mask, corrupted_ids = _setup(name)
+    ids, mask, corrupted_ids = ids[:12], mask[:12], corrupted_ids[:12]
+    adapter.model.weights = {k: v.double() for k, v in adapter.model.weights.items()}
+    adapter = TracrAdapter(adapter.model)
+    graph = adapter.graph
+    gen = torch.Generator().manual_seed(3)
+    z = torch.rand(len(ids), graph.num_edges, generator=gen, dtype=torch.float64)
+    node = torch.rand(len(ids), len(graph.writers), generator=gen, dtype=torch.float64)
+    positions = (torch.rand(ids.shape, generator=gen) < 0.4) & mask.bool()
+    positions[0, 0] = True
+    weights = torch.randn(int(positions.sum()), adapter.model.weights["unembed"].shape[1], generator=gen).double()
+
+    z1, n1 = z.clone().requires_grad_(), node.clone().requires_grad_()
+    ablated = engine.ablated_record(adapter, "interchange", ids, mask, corrupted_ids)
+    ours = engine.masked_run(adapter, ids, ablated, z1, n1, mask, positions=positions)
+    (ours * weights).sum().backward()
+    z2, n2 = z.clone().requires_grad_(), node.clone().requires_grad_()
+    folded = z2 * n2[:, torch.tensor(graph.edge_writer)]
+    theirs = _plain_soft_run(adapter, ids, mask, corrupted_ids, folded)[positions]
+    (theirs * weights).sum().backward()
+    torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(z1.grad, z2.grad, atol=1e-8, rtol=1e-6)
+    torch.testing.assert_close(n1.grad, n2.grad, atol=1e-8, rtol=1e-6)
+
+
+def test_positions_must_be_one_flag_per_token():
+    _, adapter, ids, mask, corrupted_ids = _setup("reverse")
+    ablated = engine.ablated_record(adapter, "zero", ids, mask)
+    with pytest.raises(EpverifyError, match="one flag per input token"):
+        engine.masked_run(adapter, ids, ablated, torch.ones(adapter.graph.num_edges), attention_mask=mask,
+                          positions=mask)
+
+
+def test_a_forward_without_backward_frees_its_delta_stack(monkeypatch):
+    """Masks that need gradients but whose backward never runs (an evaluation outside no_grad, an error before
+    the backward): once the outputs are dropped, the delta stack and its activations are freed."""
+    _, adapter, ids, mask, corrupted_ids = _setup("sort")
+    ablated = engine.ablated_record(adapter, "interchange", ids, mask, corrupted_ids)
+    stacks = []
+    make = engine.DeltaStack.__init__
+
+    def tracked(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        stacks.append(weakref.ref(self))
+
+    monkeypatch.setattr(engine.DeltaStack, "__init__", tracked)
+    z = torch.rand(adapter.graph.num_edges, requires_grad=True)
+    for _ in range(3):
+        engine.masked_run(adapter, ids, ablated, z, attention_mask=mask).sum()
+    assert len(stacks) == 3 and all(ref() is None for ref in stacks)
 
 
 def test_clean_and_corrupted_batches_of_different_shapes_are_rejected():
