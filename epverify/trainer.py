@@ -134,9 +134,14 @@ class Faithfulness:
     def full_rows(self, index: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.full[self.offsets[i] : self.offsets[i + 1]] for i in index.tolist()])
 
+    def at_loss(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The outputs at the loss positions (P, V): from logits (B, T, V), or as they are when they are already
+        those rows (a masked run given positions=loss_mask, which unembeds nothing else)."""
+        return logits if logits.dim() == 2 else logits[self.data.loss_mask[index]]
+
     def per_example(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Sum over each example's loss positions of KL(full || circuit) (or squared error): shape (B,)."""
-        circuit = self._prepare(logits[self.data.loss_mask[index]])
+        circuit = self._prepare(self.at_loss(logits, index))
         full = self.full_rows(index)
         if self.kind == "distribution":
             rows = (full.exp() * (full - circuit)).sum(-1)
@@ -147,7 +152,7 @@ class Faithfulness:
 
     def __call__(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Mean over loss positions of KL(full || circuit), or of the squared error for a numerical output."""
-        circuit = self._prepare(logits[self.data.loss_mask[index]])
+        circuit = self._prepare(self.at_loss(logits, index))
         full = self.full_rows(index)
         if self.kind == "distribution":
             return (full.exp() * (full - circuit)).sum(-1).mean()
@@ -314,7 +319,8 @@ class ScoreGradient:
         with torch.no_grad():
             masks = [_gate(la.detach(), u) for la, u in zip(log_alphas, noise)]
             logits = engine.masked_run(adapter, data.input_ids[rows], ablated_for(rows), masks[0],
-                                       masks[1] if len(masks) > 1 else None, data.attention_mask[rows])
+                                       masks[1] if len(masks) > 1 else None, data.attention_mask[rows],
+                                       positions=data.loss_mask[rows])
             per = loss_fn.per_example(logits, rows)  # (k B,) loss summed over each example's positions
             faithfulness = (per.view(k, b) * scale).sum() / k
             per = per.view(k, b)
@@ -480,7 +486,7 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
             node_mask = None if node_log_alpha is None else gates.sample(node_log_alpha.expand(*draws, -1), gen)
             logits = engine.masked_run(
                 adapter, data.input_ids[index], ablated_for(index), edge_mask, node_mask,
-                data.attention_mask[index], checkpoint=config.checkpoint_layers,
+                data.attention_mask[index], checkpoint=config.checkpoint_layers, positions=data.loss_mask[index],
             )
             faithfulness = surrogate = (loss_fn.per_example(logits, index) * scale).sum()
         sparsity = expected_sparsity(edge_log_alpha, node_log_alpha, edge_writer)
