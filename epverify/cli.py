@@ -117,16 +117,18 @@ PRUNE_REQUIRED = ("model", "task", "out")
 
 def cmd_prune(args) -> int:
     from . import checkpoint
-    from .pipeline import prepare_out_dir, prune_on_task
+    from .distributed import is_main_process, quiet_unless_main
+    from .pipeline import check_out_dir, clear_out_dir, prune_on_task
     from .progress import TrainingProgress
     from .trainer import PruneConfig
 
+    quiet_unless_main()  # under `accelerate launch` with several processes, process 0 prints and writes
     if args.resume:
         saved = Path(args.resume) / RUN_CONFIG
         if not saved.is_file():
             raise EpverifyError(f"no {RUN_CONFIG} in {args.resume}: --resume needs the directory of an earlier"
                                 " epverify prune run (its --out)")
-        _apply_config(args, _read_toml(saved), saved, args._parser, keep=args._given)
+        _apply_config(args, _read_toml(saved), saved, args._parser, keep=args._given | {"out"})
         if args.out is not None and Path(args.out) != Path(args.resume):
             raise EpverifyError(f"--out {args.out} differs from --resume {args.resume}: a resumed run writes into"
                                 " its own directory; drop --out")
@@ -135,6 +137,11 @@ def cmd_prune(args) -> int:
     if missing:
         raise EpverifyError("missing " + ", ".join(f"--{m}" for m in missing) + ": give them on the command line or"
                             " in the --config file (e.g. model = \"path/to/checkpoint\")")
+    from .tasks import get_task
+
+    if args.task == "jsonl" and not args.data:
+        raise EpverifyError("the jsonl task reads its examples from a file: pass --data FILE.jsonl")
+    get_task(args.task, **({"path": args.data} if args.task == "jsonl" else {}))  # unknown task: fail early
     options = {}
     if args.data:
         options["path"] = args.data
@@ -148,19 +155,25 @@ def cmd_prune(args) -> int:
     config.validate()
     if args.checkpoint_every < 0:
         raise EpverifyError(f"--checkpoint-every {args.checkpoint_every}: give a number of steps, or 0 for none")
-    out = prepare_out_dir(args.out, resume=bool(args.resume), overwrite=args.overwrite)
+    out = check_out_dir(args.out, resume=bool(args.resume), overwrite=args.overwrite)
     resolved = _resolved_config(args)
-    if not args.resume:
-        _write_toml(out / RUN_CONFIG, resolved)
-    print(("resuming " if args.resume else "") + f"epverify prune, config saved in {out / RUN_CONFIG}:")
+    print(("resuming " if args.resume else "") + "epverify prune with:")
     for key, value in resolved.items():
         print(f"  {key} = {_toml_value(value)}")
     sys.stdout.flush()
 
+    def ready():  # model, tokenizer and data checked: only now touch --out
+        if not is_main_process():
+            return
+        clear_out_dir(out, resume=bool(args.resume))
+        if not args.resume:
+            _write_toml(out / RUN_CONFIG, resolved)
+        print(f"config saved in {out / RUN_CONFIG}", flush=True)
+
     progress = None if args.quiet else TrainingProgress(config.steps)
     circuit = prune_on_task(args.model, args.task, config, out, n_examples=args.examples, task_options=options,
                             progress=progress, checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
-                            draw=not args.no_draw)
+                            draw=not args.no_draw, on_ready=ready)
     m = circuit.metrics
     print(f"circuit: {len(circuit.edges)} of {circuit.total_edges} edges (sparsity {circuit.sparsity:.4f}); "
           + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
@@ -263,7 +276,7 @@ def _write_toml(path: Path, values: dict) -> None:
 # ----- entry point -----------------------------------------------------------------------------------------------
 # Subcommands that live beside their own code: each module defines register_cli(subparsers), which adds its
 # parser and sets `func` to a function of the parsed args returning the exit status.
-COMMAND_MODULES: tuple[str, ...] = ("epverify.gate",)
+COMMAND_MODULES = ("epverify.gate", *(f"epverify.commands.{m}" for m in ("draw", "export", "evaluate")))
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `epverify: error: ...` naming the --help to read, exit status 2."""
@@ -273,7 +286,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(2, f"epverify: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        where = self.prog.removeprefix("epverify").strip()
+        self.exit(2, f"epverify: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,19 +9,27 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, engine
-from .adapters import wrap_pretrained
+from . import checkpoint, distributed, engine
 from .checks import flag_empty
 from .circuit import Circuit
 from .errors import EpverifyError
+from .export import mask_scores
 from .tasks import get_task
 from .trainer import PruneConfig, PruneData, prune
+
+# circuit.json carries every edge's score (sigmoid of its log-alpha; MIB and EAP-IG exports rank by it) up to this
+# many edges (GPT-2 small: 32,936, about 1 MB); larger graphs keep their log-alphas in checkpoint.pt only.
+SCORED_EDGES = 200_000
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 def load_tokenizer(path: str | Path):
     """The tokenizer saved beside a local checkpoint."""
     from transformers import AutoTokenizer
 
+    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in TOKENIZER_FILES):
+        raise EpverifyError(f"no tokenizer files in {path} (looked for {', '.join(TOKENIZER_FILES)}): save the"
+                            " tokenizer beside the model with tokenizer.save_pretrained(path)")
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as err:
@@ -52,30 +60,32 @@ def _logits_in_batches(masked, batch, edge_mask, ablation, mean, batch_size: int
 OUTPUTS = ("circuit.json", "metrics.json", "circuit.png", "circuit.svg", "training.png")  # circuit.json last
 
 
-def prepare_out_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Check that `out_dir` may receive this run: a finished run (circuit.json) or an unfinished one (a checkpoint)
-    is never overwritten silently; with `overwrite` their files are removed first."""
+def check_out_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Refuse an --out that would lose work: a finished run (circuit.json) or an unfinished one (a checkpoint) is
+    never replaced without `overwrite`. Changes nothing on disk."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise EpverifyError(f"--out {out} is a file: give a directory for the run's outputs")
     finished = (out / "circuit.json").exists()
-    unfinished = (out / checkpoint.FILENAME).exists()
     if resume:
         if finished and not overwrite:
             raise EpverifyError(f"{out} holds a finished run (circuit.json): nothing to resume; pass --overwrite to"
                                 " recompute its outputs from the last checkpoint")
-    elif finished or unfinished:
-        if not overwrite:
-            what = "a finished run (circuit.json)" if finished else "an unfinished run (checkpoint.pt)"
-            hint = "" if finished else f", --resume {out} to continue it,"
-            raise EpverifyError(f"{out} already holds {what}: choose another --out{hint} or pass --overwrite")
-        for name in (*OUTPUTS, checkpoint.FILENAME):
-            (out / name).unlink(missing_ok=True)
-    if resume:
-        for name in OUTPUTS:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+        if not (out / checkpoint.FILENAME).is_file():
+            raise EpverifyError(f"no checkpoint in {out}: the run stopped before its first checkpoint (written every"
+                                " --checkpoint-every steps); start it again with --overwrite")
+    elif not overwrite and (finished or (out / checkpoint.FILENAME).exists()):
+        what = "a finished run (circuit.json)" if finished else "an unfinished run (checkpoint.pt)"
+        hint = "" if finished else f", --resume {out} to continue it,"
+        raise EpverifyError(f"{out} already holds {what}: choose another --out{hint} or pass --overwrite")
     return out
+
+
+def clear_out_dir(out: Path, resume: bool) -> None:
+    """Remove the outputs a new (or resumed) run will write, so none of an older run's is mistaken for its own."""
+    for name in (*OUTPUTS, *(() if resume else (checkpoint.FILENAME,))):
+        (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -86,31 +96,42 @@ def _write_text(path: Path, text: str) -> None:
 
 def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, out_dir: str | Path,
                   n_examples: int = 256, task_options: dict | None = None, progress=None,
-                  checkpoint_every: int = 0, resume: bool = False, draw: bool = True) -> Circuit:
+                  checkpoint_every: int = 0, resume: bool = False, draw: bool = True, on_ready=None) -> Circuit:
     """Prune a local checkpoint on a task and write the run's outputs into out_dir: metrics.json, the drawings
     (circuit.png, circuit.svg, training.png) and, last, circuit.json, so a directory with circuit.json holds a
     finished run. Training state goes to out_dir/checkpoint.pt every `checkpoint_every` steps; `resume`
-    continues from it. Returns the circuit (metrics filled in). An empty circuit is flagged (`metrics["empty"]`)
+    continues from it. `on_ready()` is called once the model, tokenizer and examples are loaded and checked, before
+    anything is written. Returns the circuit (metrics filled in). An empty circuit is flagged (`metrics["empty"]`)
     and warned about."""
     config.validate()
-    out = Path(out_dir)
-    if resume and not (out / checkpoint.FILENAME).is_file():
-        raise EpverifyError(f"no checkpoint in {out}: --resume needs a directory in which a run wrote"
-                            f" {checkpoint.FILENAME} (runs checkpoint every --checkpoint-every steps)")
+    out = check_out_dir(out_dir, resume=resume, overwrite=True)
     task = get_task(task_name, **(task_options or {}))
-    masked = wrap_pretrained(model_path)
+    parallel = distributed.setup()  # one process, unless started by `accelerate launch` (see docs/scale.md)
+    config = parallel.adjust(config)
+    masked = parallel.wrap_pretrained(model_path)
     tokenizer = load_tokenizer(model_path)
     config_hf = getattr(masked.adapter, "config", None)
     max_len = getattr(config_hf, "max_position_embeddings", None) or getattr(config_hf, "n_positions", None)
     encoded = task.encode(tokenizer, task.examples(n_examples, seed=config.seed), max_length=max_len)
-    batch = encoded.batch
+    batch = encoded.batch.to(parallel.device)
+    vocab = getattr(config_hf, "vocab_size", None)
+    highest = max(int(batch.clean_ids.max()), int(batch.corrupted_ids.max()) if batch.corrupted_ids is not None
+                  else 0)
+    if vocab is not None and highest >= vocab:
+        raise EpverifyError(f"the tokenizer in {model_path} produces token id {highest} but the model has"
+                            f" {vocab} embeddings: the tokenizer does not belong to this model; save the model's"
+                            " own tokenizer beside it")
     data = PruneData(batch.clean_ids, batch.attention_mask, batch.kl_mask, batch.corrupted_ids)
-    result = prune(masked.adapter, data, config, progress=progress, checkpoint_path=out / checkpoint.FILENAME,
-                   checkpoint_every=checkpoint_every, resume=resume)
+    if on_ready is not None:
+        on_ready()
+    result = prune(masked.adapter, data, config, progress=progress if parallel.is_main else None,
+                   checkpoint_path=out / checkpoint.FILENAME, checkpoint_every=checkpoint_every, resume=resume,
+                   parallel=parallel)
 
+    scores = mask_scores(masked.graph, result.edge_log_alpha) if masked.graph.num_edges <= SCORED_EDGES else {}
     circuit = Circuit.from_masks(masked.graph, result.edge_log_alpha, result.node_log_alpha,
                                  model={**masked.adapter.summary(), "path": str(model_path)},
-                                 ablation=config.ablation)
+                                 ablation=config.ablation, scores=scores)
     empty = flag_empty(circuit, config.target_sparsity, context=f"{task_name} on {model_path}")
     mean = None
     if config.ablation == "mean":
@@ -118,12 +139,14 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
                                   [batch.attention_mask])
     edge_mask = circuit.mask(masked.graph).to(masked.adapter.dtype)
     circuit_logits, full_logits = _logits_in_batches(masked, batch, edge_mask, config.ablation, mean,
-                                                     config.batch_size)
+                                                     parallel.share_size(config.batch_size))
     metrics = task.metrics(circuit_logits, full_logits, batch)
     metrics.update({"edges": len(circuit.edges), "sparsity": circuit.sparsity,
                     "dropped_dangling": circuit.dropped_dangling, "examples": len(batch),
                     "dropped_pairs": encoded.dropped, "seconds": result.seconds, "empty": empty})
     circuit.metrics = metrics
+    if not parallel.is_main:  # every process evaluated (sharded weights need them all); process 0 writes
+        return circuit
 
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "metrics.json", json.dumps({"task": task_name, "config": asdict(config), **metrics,

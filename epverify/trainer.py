@@ -17,6 +17,7 @@ import torch
 
 from . import checkpoint, engine, gates
 from .adapters.base import Adapter
+from .distributed import Parallel
 from .errors import EpverifyError
 
 
@@ -147,8 +148,9 @@ class Faithfulness:
             rows = (full.exp() * (full - circuit)).sum(-1)
         else:
             rows = ((circuit - full) ** 2).sum(-1)
-        owner = torch.repeat_interleave(torch.arange(len(index)), self.data.loss_mask[index].sum(1))
-        return torch.zeros(len(index), dtype=rows.dtype).index_add_(0, owner, rows)
+        counts = self.data.loss_mask[index].sum(1)
+        owner = torch.repeat_interleave(torch.arange(len(index), device=counts.device), counts)
+        return torch.zeros(len(index), dtype=rows.dtype, device=rows.device).index_add_(0, owner, rows)
 
     def __call__(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Mean over loss positions of KL(full || circuit), or of the squared error for a numerical output."""
@@ -392,7 +394,7 @@ class ExampleSampler:
             self.order, self.position = torch.randperm(n, generator=self.gen), 0
         index = self.order[self.position : self.position + self.batch]
         self.position += len(index)
-        return index, torch.full((len(index),), 1.0) / self.positions[index].sum()
+        return index, torch.full((len(index),), 1.0, device=self.positions.device) / self.positions[index].sum()
 
     def state_dict(self) -> dict:
         return {"order": self.order, "position": self.position}
@@ -405,15 +407,19 @@ FOCUS_TOLERANCE = 1e-6  # an example whose empty-circuit loss per position is be
 
 
 def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None, checkpoint_path=None,
-          checkpoint_every: int = 0, resume: bool = False) -> PruneResult:
+          checkpoint_every: int = 0, resume: bool = False, parallel: Parallel | None = None) -> PruneResult:
     """Train edge (and optionally node) masks; returns the log-alphas, lambdas and the loss history.
 
     `progress(record)` is called after every step with the step's history record. With `checkpoint_path`, the
     whole training state is written there atomically every `checkpoint_every` steps (epverify.checkpoint); with
     `resume`, training continues from that file and ends exactly as an uninterrupted run with the same seed would.
     A non-finite loss stops training with an EpverifyError whose `result` holds the last good state.
+    `parallel` (epverify.distributed): this process's share of each batch when several processes run (launched
+    by accelerate), whose mask gradients are averaged so that every process keeps the same masks.
     """
     config.validate()
+    parallel = Parallel() if parallel is None else parallel
+    parallel.check(config)
     if checkpoint_every < 0:
         raise EpverifyError(f"checkpoint_every ({checkpoint_every}) must be 0 (never) or a number of steps")
     if resume and checkpoint_path is None:
@@ -484,6 +490,10 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
             draws = (len(index),) if config.per_example_masks else ()
             edge_mask = gates.sample(edge_log_alpha.expand(*draws, -1), gen)
             node_mask = None if node_log_alpha is None else gates.sample(node_log_alpha.expand(*draws, -1), gen)
+            rows = parallel.rows(len(index))  # this process's share of the batch: all of it in one process
+            if draws:  # every process draws the whole batch's masks (same generator) and keeps its rows
+                edge_mask, node_mask = edge_mask[rows], None if node_mask is None else node_mask[rows]
+            index, scale = index[rows], scale[rows]
             logits = engine.masked_run(
                 adapter, data.input_ids[index], ablated_for(index), edge_mask, node_mask,
                 data.attention_mask[index], checkpoint=config.checkpoint_layers, positions=data.loss_mask[index],
@@ -492,7 +502,7 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
         sparsity = expected_sparsity(edge_log_alpha, node_log_alpha, edge_writer)
         target = config.target_sparsity * min(1.0, (step + 1) / max(1, config.warmup_steps))
         gap = sparsity - target
-        loss = surrogate + lambdas[0] * gap + lambdas[1] * gap**2
+        loss = parallel.local_objective(surrogate) + lambdas[0] * gap + lambdas[1] * gap**2
 
         if not torch.isfinite(loss):
             err = EpverifyError(
@@ -504,6 +514,7 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
         mask_opt.zero_grad()
         lambda_opt.zero_grad()
         loss.backward()
+        faithfulness = parallel.average_gradients([*params, lambdas], faithfulness)
         last_good = [p.detach().clone() for p in (*params, lambdas)]
         mask_opt.step()
         lambda_opt.step()
@@ -530,7 +541,8 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
         if score is not None:
             record["gate_open"] = score.open_fraction
         history.append(record)
-        if checkpoint_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+        due = checkpoint_every and (step + 1) % checkpoint_every == 0
+        if checkpoint_path is not None and due and parallel.is_main:  # one writer when several processes run
             checkpoint.save(checkpoint_path, training_state(step + 1))
         if progress is not None:
             progress(record)

@@ -51,7 +51,30 @@ def test_prune_writes_a_circuit_for_every_task(tmp_path, task, capsys):
     circuit = Circuit.from_json(out / "circuit.json")
     metrics = json.loads((out / "metrics.json").read_text())
     assert circuit.total_edges > 0 and "kl" in metrics and len(metrics["history"]) == 6
+    for name in ("circuit.png", "circuit.svg", "training.png", "run.toml"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (out / "circuit.svg").read_text()
     assert "wrote" in capsys.readouterr().out
+
+
+def test_config_file_supplies_flags_and_the_command_line_wins(tmp_path, capsys):
+    model = _checkpoint(tmp_path, "gpt2", get_task("ioi").vocabulary())
+    config = tmp_path / "run.toml"
+    config.write_text(f'model = "{model}"\ntask = "ioi"\nsteps = 5\nbatch-size = 2\nexamples = 4\n'
+                      'target_sparsity = 0.3\nno_draw = true\nquiet = true\n')
+    out = tmp_path / "run"
+    assert main(["prune", "--config", str(config), "--steps", "3", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3 and metrics["config"]["target_sparsity"] == 0.3
+    assert metrics["config"]["batch_size"] == 2 and not (out / "circuit.png").exists()
+    saved = (out / "run.toml").read_text()  # the resolved config, reusable as --config
+    assert "steps = 3\n" in saved and "target_sparsity = 0.3\n" in saved
+    printed = capsys.readouterr().out
+    assert "steps = 3" in printed and "batch_size = 2" in printed
+    assert main(["prune", "--config", str(out / "run.toml"), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["history"] == metrics["history"]
 
 
 def test_prune_reports_a_missing_model_in_one_line(tmp_path, capsys):

@@ -5,12 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import LlamaConfig
 
 from epverify import memory
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import memory_check  # noqa: E402
+
 CODELLAMA_13B = LlamaConfig(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                             num_key_value_heads=40, vocab_size=32016)
 
@@ -24,6 +28,25 @@ def test_codellama_13b_estimate_parts():
     assert est.parts["delta_stack"] == 1641 * 31 * 72 * 5120 * 2
     # measured on an H200 capped at 80 GiB: 68.3 GiB (docs/benchmarks.md); the estimate is within 25% of it
     assert abs(est.total / 2**30 - 68.27) / 68.27 < 0.25
+
+
+@pytest.mark.parametrize("name,batch,checkpoint", [("tiny", 8, True), ("gqa", 4, True), ("small", 4, False)])
+def test_estimate_is_within_25_percent_of_the_measured_cpu_peak(name, batch, checkpoint):
+    # measured: weights + the CPU allocator's peak during two pruning steps (torch.profiler memory events)
+    row = memory_check.measure(name, batch, checkpoint)
+    assert 0.75 < row["ratio"] < 1.25, row
+
+
+def test_measure_cpu_peak_counts_live_tensors_not_freed_ones():
+    def work():
+        a = torch.zeros(2**20)  # 4 MiB
+        b = torch.zeros(2**21)  # 8 MiB: 12 MiB live
+        del a
+        c = torch.zeros(2**19)  # 2 MiB: 10 MiB live
+        return b.numel() + c.numel()
+
+    _, peak = memory.measure_cpu_peak(work)
+    assert 12 * 2**20 <= peak < 12.1 * 2**20  # 12 MiB, and not 14 (the freed 4 MiB do not count)
 
 
 def test_checkpointing_and_batch_move_the_estimate_the_right_way():
@@ -41,3 +64,13 @@ def test_scaled_down_scale_bench_runs_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["tokens_per_step"] >= 4 * 64 and result["seconds_per_step_median"] > 0
+
+
+def test_sharding_divides_the_decoder_layers_and_nothing_else():
+    one = memory.estimate(CODELLAMA_13B, 4, 72, torch.bfloat16, shards=1)
+    eight = memory.estimate(CODELLAMA_13B, 4, 72, torch.bfloat16, shards=8)
+    layer = memory.sharded_layer_parameters(memory.shape_of(CODELLAMA_13B)) * 2  # bf16 bytes
+    # each process: 1/8 of the 40 layers' sharded weights, plus one layer gathered
+    assert one.parts["weights"] - eight.parts["weights"] == 40 * layer - 40 * layer // 8 - layer
+    assert {k: v for k, v in one.parts.items() if k != "weights"} == \
+        {k: v for k, v in eight.parts.items() if k != "weights"}

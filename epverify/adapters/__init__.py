@@ -82,6 +82,9 @@ def wrap_pretrained(
     kwargs = {"local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a loading bar on stderr would bury epverify's one-line errors
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if device is not None:
         model = model.to(device)
