@@ -97,8 +97,10 @@ CASES = {
     "jsonl task without --data": (lambda w: p(w, task="jsonl"), "--data FILE.jsonl"),
     "data file missing": (lambda w: p(w, "--data", "{root}/nope.jsonl", task="jsonl"), "nope.jsonl"),
     "empty data file": (lambda w: p(w, "--data", "{root}/pairs_empty.jsonl", task="jsonl"), "pairs_empty"),
-    "data file not JSON lines": (lambda w: p(w, "--data", "{root}/pairs_broken.jsonl", task="jsonl"), "jsonl:1: not valid JSON"),
-    "data line missing a field": (lambda w: p(w, "--data", "{root}/pairs_missing.jsonl", task="jsonl"), "target"),
+    "data file not JSON lines": (lambda w: p(w, "--data", "{root}/pairs_broken.jsonl", task="jsonl"),
+                                 "jsonl:1: not valid JSON"),
+    "data line missing a field": (lambda w: p(w, "--data", "{root}/pairs_missing.jsonl", task="jsonl"),
+                                  "target"),
     # training settings
     "target sparsity out of range": (lambda w: p(w, "--target-sparsity", "1.7"), "[0, 1.5]"),
     "no training steps": (lambda w: p(w, "--steps", "0"), "at least 1"),

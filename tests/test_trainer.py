@@ -33,7 +33,8 @@ def test_target_sparsity_out_of_range_is_rejected(target):
 def test_clean_and_corrupted_of_different_shapes_are_rejected():
     ids = torch.zeros(4, 5, dtype=torch.long)
     with pytest.raises(EpverifyError, match="same shape"):
-        PruneData(ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool), torch.zeros(4, 6, dtype=torch.long))
+        PruneData(ids, torch.ones_like(ids), torch.ones_like(ids, dtype=torch.bool),
+                  torch.zeros(4, 6, dtype=torch.long))
 
 
 def test_empty_dataset_is_rejected():

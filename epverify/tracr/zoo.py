@@ -6,9 +6,9 @@ and writes `compiled_models/<name>/`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2] / "compiled_models"
 
