@@ -24,6 +24,7 @@ from .errors import EpverifyError
 
 ABLATIONS = ("interchange", "zero", "mean", "resample")
 READER_CHUNK_BYTES = 512 * 2**20  # attention readers are mixed and normed in batch chunks of about this size
+PER_EXAMPLE_DIRECT = 4096  # per-example mixes write straight into reader-major layout from rows this long (T*d)
 
 
 @dataclass
@@ -268,13 +269,24 @@ class DeltaStack:
             target = group.grad[:, rows].flatten(1, 2)  # (n, b*T, d or e), a view
             if z.dim() == 2:  # one mask for the batch: one product over every row
                 part = torch.mm(z.t(), grad.view(n_readers, -1))  # (n, b*T*d)
-            else:  # per example: (b, n, R) @ (b, R, T*d), written as (n, b, T*d)
-                part = grad.new_empty(group.n, b, grad.shape[-1])
-                torch.bmm(z.transpose(1, 2), grad.transpose(0, 1), out=part.transpose(0, 1))
+            else:  # per example: (b, n, R) @ (b, R, T*d), as (n, b, T*d)
+                part = _per_example_product(z.transpose(1, 2), grad.transpose(0, 1))
             part = part.view(group.n, -1, shape[-1])  # (n, b*T, d)
             if heads:  # fold into head space: (n, b*T, d) @ (n, d, e) -> (n, b*T, e)
                 part = torch.bmm(part, group.out_weight.to(part.dtype).transpose(1, 2))
             target += part
+
+
+def _per_example_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, m, k) @ (B, k, x) -> (m, B, x), contiguous. With long rows the product is written straight into that
+    layout; with short ones (tiny models) the strided write would go one example at a time, so it is computed
+    contiguous and transposed in one copy."""
+    out = a.new_empty(a.shape[1], a.shape[0], b.shape[-1])
+    if b.shape[-1] >= PER_EXAMPLE_DIRECT:
+        torch.bmm(a, b, out=out.transpose(0, 1))
+    else:
+        out.copy_(torch.bmm(a, b).transpose(0, 1))
+    return out
 
 
 class _Push(torch.autograd.Function):
@@ -312,19 +324,17 @@ class _Mix(torch.autograd.Function):
         values = stack.upstream(n_up, rows)  # (W_up, b, T*d)
         b, n_readers = values.shape[1], masks.shape[-2]
         z = masks.to(values.dtype)
-        out = values.new_empty(n_readers, b, *stack.values.shape[2:])  # (R, b, T, d)
         if masks.dim() == 2:  # (R, W_up) @ (W_up, b*T*d)
+            out = values.new_empty(n_readers, b, *stack.values.shape[2:])  # (R, b, T, d)
             flat = out.view(n_readers, -1)
             if base is None:
                 torch.mm(z, values.flatten(1), out=flat)
             else:
                 torch.addmm(base.reshape(1, -1).to(values.dtype), z, values.flatten(1), out=flat)
-        else:  # per example: (b, R, W_up) @ (b, W_up, T*d), written as (R, b, T*d)
-            per_row = out.view(n_readers, b, -1).transpose(0, 1)
-            if base is None:
-                torch.bmm(z, values.transpose(0, 1), out=per_row)
-            else:
-                torch.baddbmm(base.reshape(b, 1, -1).to(values.dtype), z, values.transpose(0, 1), out=per_row)
+        else:  # per example: (b, R, W_up) @ (b, W_up, T*d), as (R, b, T*d)
+            out = _per_example_product(z, values.transpose(0, 1)).view(n_readers, b, *stack.values.shape[2:])
+            if base is not None:
+                out += base.to(values.dtype)
         return out
 
     @staticmethod

@@ -102,6 +102,9 @@ class Adapter:
         return {"family": type(self).__name__, **self.graph.summary(), "d_model": self.d_model}
 
 
+NARROW_HEAD = 16  # head_dim up to which no-grad per-head projections take the transposed product
+
+
 def project_heads(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Per-head projection of per-head inputs.
 
@@ -110,6 +113,12 @@ def project_heads(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """
     if x.shape[0] == 1:
         out = torch.einsum("btd,hde->bhte", x[0], weight)
+    elif weight.shape[-1] <= NARROW_HEAD and not (torch.is_grad_enabled() and x.requires_grad):
+        # Narrow heads (Tracr's key sizes) in no-grad runs: CPU GEMMs with a handful of output columns are several
+        # times slower than the transposed product (H, e, d) @ (H, d, B*T), so take that and view it back.
+        h, b, t, d = x.shape
+        out = torch.bmm(weight.transpose(1, 2), x.reshape(h, b * t, d).transpose(1, 2))  # (H, e, B*T)
+        out = out.view(h, -1, b, t).permute(2, 0, 3, 1)  # (B, H, T, e), a view
     else:
         out = torch.einsum("hbtd,hde->bhte", x, weight)
     if bias is not None:
