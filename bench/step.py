@@ -4,8 +4,9 @@
     python bench/step.py --quick         # small shapes (used by the tests)
     python bench/step.py --cases gpt2-small-b8 --repeats 7
 
-A pruning step is what the trainer does per batch: the corrupted run (no grad), the masked forward with sampled
-masks, the KL against the cached full-model distribution, its backward into the masks, and the optimizer steps.
+A pruning step is what the trainer does per batch: the corrupted run (no grad; cached across steps when it fits,
+as the trainer does), the masked forward with sampled masks (unembedding the loss positions only), the KL against
+the cached full-model distribution, its backward into the masks, and the optimizer steps.
 The baseline is a plain forward+backward of the same model on the same batch with gradients for its weights
 (for Hugging Face models, the model's own forward). Times are medians of several runs after a warm-up; peak memory
 is the peak resident memory above the set-up's, sampled every millisecond (CPU) or torch's peak (GPU), each mode
@@ -29,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from epverify import engine, gates  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
-from epverify.trainer import AblationSource, Faithfulness, PruneData, expected_sparsity  # noqa: E402
+from epverify.trainer import AblationSource, Adam, Faithfulness, PruneData, expected_sparsity  # noqa: E402
 
 
 # ----- cases ---------------------------------------------------------------------------------------------------
@@ -142,15 +143,15 @@ def pruning_step_fn(model, data: PruneData):
     ablated_for = AblationSource(adapter, data, "interchange", len(data))
     log_alpha = gates.init_log_alpha(adapter.graph.num_edges).requires_grad_()
     lambdas = torch.zeros(2, requires_grad=True)
-    opt = torch.optim.Adam([log_alpha], lr=0.8)
-    lambda_opt = torch.optim.Adam([lambdas], lr=0.8, maximize=True)
+    opt = Adam([log_alpha], lr=0.8)  # the trainer's optimizer
+    lambda_opt = Adam([lambdas], lr=0.8, maximize=True)
     edge_writer = torch.tensor(adapter.graph.edge_writer)
     index = torch.arange(len(data))
 
     def step():
         ablated = ablated_for(index)
         logits = engine.masked_run(adapter, data.input_ids, ablated, gates.sample(log_alpha),
-                                   attention_mask=data.attention_mask)
+                                   attention_mask=data.attention_mask, positions=data.loss_mask)
         gap = expected_sparsity(log_alpha, None, edge_writer) - 0.5
         loss = loss_fn(logits, index) + lambdas[0] * gap + lambdas[1] * gap**2
         opt.zero_grad()
