@@ -196,7 +196,10 @@ def _config_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 def _read_toml(path: Path) -> dict:
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     try:
         with open(path, "rb") as f:
