@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from epverify import engine, gates  # noqa: E402
+from epverify import engine, gates, trainer  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
 from epverify.trainer import AblationSource, Adam, Faithfulness, PruneData, expected_sparsity  # noqa: E402
 
@@ -212,9 +212,16 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, for tests")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", help="also write the results as JSON")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--uncached", action="store_true",
+                        help="run the corrupted forward every step instead of caching it (datasets too large to cache)")
     parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.uncached:
+        trainer.CACHE_BYTES = -1
     if args._memory:
         print(_measure_memory(args._memory[0], args._memory[1], args.quick))
         return
@@ -231,6 +238,8 @@ def main(argv=None) -> None:
             mem = {}
             for mode in ("plain", "step"):
                 cmd = [sys.executable, __file__, "--_memory", case, mode] + (["--quick"] if args.quick else [])
+                cmd += ["--threads", str(args.threads)] if args.threads else []
+                cmd += ["--uncached"] if args.uncached else []
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 mem[mode] = int(out.stdout.strip().splitlines()[-1])
             row.update({"plain_mb": mem["plain"] / 2**20, "step_mb": mem["step"] / 2**20,
@@ -246,8 +255,11 @@ def main(argv=None) -> None:
               f"{r['step_s']:8.3f} {r.get('plain_mb', float('nan')):9.1f} {r.get('step_mb', float('nan')):8.1f} "
               f"{r['time_ratio']:7.2f} {r.get('memory_ratio', float('nan')):6.2f}")
     if args.json:
+        conditions = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "uncached": args.uncached,
+                      "load_average_at_end": os.getloadavg(), "command": " ".join(sys.argv)}
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            json.dump({"conditions": conditions, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

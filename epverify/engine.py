@@ -266,6 +266,14 @@ class DeltaStack:
             if group.grad is None:
                 width = group.out_weight.shape[1] if heads else shape[-1]
                 group.grad = torch.zeros(group.n, *shape[1:-1], width, dtype=torch.float32, device=grad.device)
+            if heads and n_readers == 1:  # an MLP or the output: project its gradient once through every head,
+                # (b*T, d) @ (d, H*e), and scale each head by its mask (no (H, b*T, d) outer product to fold)
+                n, e, d = group.out_weight.shape
+                weight = group.out_weight.to(grad.dtype).flatten(0, 1)  # (H*e, d)
+                folded = torch.mm(grad.view(-1, d), weight.t()).view(b, -1, n, e)  # (b, T, H, e)
+                folded = folded * z.reshape(-1, 1, n, 1)  # z: (1, H) or (b, 1, H)
+                group.grad[:, rows] += folded.permute(2, 0, 1, 3)
+                continue
             target = group.grad[:, rows].flatten(1, 2)  # (n, b*T, d or e), a view
             if z.dim() == 2:  # one mask for the batch: one product over every row
                 part = torch.mm(z.t(), grad.view(n_readers, -1))  # (n, b*T*d)
