@@ -8,9 +8,10 @@ A pruning step is what the trainer does per batch: the corrupted run (no grad; c
 as the trainer does), the masked forward with sampled masks (unembedding the loss positions only), the KL against
 the cached full-model distribution, its backward into the masks, and the optimizer steps.
 The baseline is a plain forward+backward of the same model on the same batch with gradients for its weights
-(for Hugging Face models, the model's own forward). Times are medians of several runs after a warm-up; peak memory
-is the peak resident memory above the set-up's, sampled every millisecond (CPU) or torch's peak (GPU), each mode
-measured in its own process. Ratios are printed last.
+(for Hugging Face models, the model's own forward). Times are medians of several runs after a warm-up, the two
+modes alternating (wall clock, or with --clock cpu the process's CPU time); peak memory is the peak resident memory
+above the set-up's, sampled every millisecond (CPU) or torch's peak (GPU), each mode measured in its own process.
+Ratios are printed last.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def _hf_case(kind: str, batch: int, seq: int, quick: bool):
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
         loss.backward()
         model.zero_grad(set_to_none=True)
+        for p in model.parameters():  # frozen again for the pruning step, which alternates with this one
+            p.requires_grad_(False)
 
     return model, PruneData(ids, mask, loss_mask, corrupted), plain
 
@@ -164,14 +167,17 @@ def pruning_step_fn(model, data: PruneData):
 
 
 # ----- measurement -----------------------------------------------------------------------------------------------
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _median_seconds(fns, repeats: int, clock=time.perf_counter) -> list[float]:
+    """Median time of each function, the functions run in turn (a load change on a shared machine hits all)."""
+    for fn in fns:
+        fn()  # warm-up
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            start = clock()
+            fn()
+            out.append(clock() - start)
+    return [statistics.median(t) for t in times]
 
 
 def _peak_bytes(fn) -> int:
@@ -213,6 +219,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", help="also write the results as JSON")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: the process CPU time (with --threads 1: steadier on a machine shared with others)")
     parser.add_argument("--uncached", action="store_true",
                         help="run the corrupted forward every step instead of caching it (datasets too large to cache)")
     parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
@@ -230,8 +238,8 @@ def main(argv=None) -> None:
     for case in args.cases:
         model, data, plain = CASES[case](args.quick)
         graph = wrap(model).graph
-        plain_s = _median_seconds(plain, args.repeats)
-        step_s = _median_seconds(pruning_step_fn(model, data), args.repeats)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        plain_s, step_s = _median_seconds([plain, pruning_step_fn(model, data)], args.repeats, clock)
         row = {"case": case, "edges": graph.num_edges, "batch": list(data.input_ids.shape),
                "plain_s": plain_s, "step_s": step_s, "time_ratio": step_s / plain_s}
         if not args.no_memory:
@@ -257,6 +265,7 @@ def main(argv=None) -> None:
     if args.json:
         conditions = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "uncached": args.uncached,
+                      "clock": args.clock, "repeats": args.repeats,
                       "load_average_at_end": os.getloadavg(), "command": " ".join(sys.argv)}
         with open(args.json, "w") as fh:
             json.dump({"conditions": conditions, "rows": rows}, fh, indent=1)
