@@ -128,14 +128,7 @@ class Circuit:
 
     @classmethod
     def from_json(cls, path: str | Path) -> Circuit:
-        path = Path(path)
-        if not path.is_file():
-            raise EpverifyError(f"circuit file {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise EpverifyError(f"{path} is not a circuit JSON file ({err})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path), source=str(path))
 
     @classmethod
     def from_dict(cls, data, source: str = "circuit") -> Circuit:
@@ -150,3 +143,15 @@ class Circuit:
         except (KeyError, TypeError, ValueError) as err:
             raise EpverifyError(f"{source}: malformed circuit ({err!r}); expected edges as [writer, reader] pairs"
                                 " and scores as [writer, reader, score] triples") from None
+
+
+def read_json(path: str | Path):
+    """The parsed contents of a circuit file (any format), or a one-line error for a missing or broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EpverifyError(f"circuit file {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EpverifyError(f"{path} is not a JSON circuit file ({err}); a truncated file is usually an interrupted"
+                            " write: produce it again") from None

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import torch
 
-from .circuit import FORMAT, Circuit
+from .circuit import FORMAT, Circuit, read_json
 from .errors import EpverifyError
 from .graph import OUTPUT, ComponentGraph
 
@@ -387,12 +387,7 @@ def read_circuit_file(path: str | Path, graph: ComponentGraph | None = None,
                       d_model: int | None = None) -> tuple[Circuit, str]:
     """`load_circuit`, and which format the file was in: "epverify" or "eap-ig"."""
     path = Path(path)
-    if not path.is_file():
-        raise EpverifyError(f"circuit file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise EpverifyError(f"{path} is not a JSON circuit file ({err})") from None
+    data = read_json(path)
     if isinstance(data, dict) and "format" in data:
         circuit = Circuit.from_dict(data, source=str(path))
         if graph is not None:
