@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import atomic
 from .errors import EpverifyError
 
 FORMAT = "epverify.checkpoint/1"
@@ -32,14 +33,13 @@ def fingerprint(*tensors: torch.Tensor | None) -> str:
 
 def save(path: str | Path, state: dict) -> None:
     """Write `state` atomically: a temporary file, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic.write_file(path, write)
 
 
 def load(path: str | Path) -> dict:

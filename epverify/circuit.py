@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import gates
+from . import atomic, gates
 from .errors import EpverifyError
 from .graph import OUTPUT, ComponentGraph
 
@@ -119,12 +119,7 @@ class Circuit:
 
     def to_json(self, path: str | Path) -> Path:
         """Write atomically: a reader never sees a half-written circuit."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
-        return path
+        return atomic.write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> Circuit:

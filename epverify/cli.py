@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import atomic
 from .errors import EpverifyError
 
 
@@ -271,9 +272,7 @@ def _toml_value(value) -> str:
 def _write_toml(path: Path, values: dict) -> None:
     text = "# epverify prune: the resolved configuration of this run (reuse with --config)\n"
     text += "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic.write_text(path, text)
 
 
 # ----- entry point -----------------------------------------------------------------------------------------------

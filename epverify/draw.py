@@ -17,11 +17,11 @@ matplotlib's SVG writer. Files are written atomically (a temporary file, then a 
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import atomic
 from .circuit import Circuit
 from .errors import EpverifyError
 from .export import graph_of, reader_kind
@@ -236,12 +236,5 @@ def plot_history(history: Sequence[dict], path: str | Path) -> Path:
 
 
 def _save(fig, path: Path, fmt: str, dpi: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi or (PNG_DPI if fmt == "png" else None))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic.write_file(path, lambda tmp: fig.savefig(tmp, format=fmt,
+                                                            dpi=dpi or (PNG_DPI if fmt == "png" else None)))

@@ -52,12 +52,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import torch
 
+from . import atomic
 from .circuit import FORMAT, Circuit, read_json
 from .errors import EpverifyError
 from .graph import OUTPUT, ComponentGraph
@@ -185,7 +185,7 @@ def write_graphml(circuit: Circuit, path: str | Path, graph: ComponentGraph | No
 
     g = to_networkx(circuit, graph)
     path = Path(path)
-    return _atomic(path, lambda tmp: nx.write_graphml(g, tmp))
+    return atomic.write_file(path, lambda tmp: nx.write_graphml(g, tmp))
 
 
 # ----- EAP-IG ---------------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def to_eap_ig(circuit: Circuit, graph: ComponentGraph | None = None, extension: 
 def write_eap_ig(circuit: Circuit, path: str | Path, graph: ComponentGraph | None = None) -> Path:
     """`to_eap_ig` written as JSON (atomically); EAP-IG loads it with `Graph.from_json(path)`."""
     data = to_eap_ig(circuit, graph)
-    return _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data) + "\n"))
+    return atomic.write_file(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data) + "\n"))
 
 
 def is_eap_ig(data) -> bool:
@@ -413,17 +413,4 @@ def write_mib(circuit: Circuit, out_dir: str | Path, task: str, model_name: str,
                                 " names a submission folder {task}_{model}")
     data = to_eap_ig(circuit, graph, extension=False)
     path = Path(out_dir) / f"{task}_{model_name}" / "importances.json"
-    return _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data) + "\n"))
-
-
-def _atomic(path: Path, write) -> Path:
-    """Run `write(tmp)` then rename tmp over `path`: no reader ever sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic.write_file(path, lambda tmp: Path(tmp).write_text(json.dumps(data) + "\n"))

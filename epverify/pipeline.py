@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from . import checkpoint, distributed, engine
+from . import atomic, checkpoint, distributed, engine
 from .checks import flag_empty
 from .circuit import Circuit
 from .errors import EpverifyError
@@ -88,12 +87,6 @@ def clear_out_dir(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, out_dir: str | Path,
                   n_examples: int = 256, task_options: dict | None = None, progress=None,
                   checkpoint_every: int = 0, resume: bool = False, draw: bool = True, on_ready=None) -> Circuit:
@@ -149,14 +142,12 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
         return circuit
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "metrics.json", json.dumps({"task": task_name, "config": asdict(config), **metrics,
+    atomic.write_text(out / "metrics.json", json.dumps({"task": task_name, "config": asdict(config), **metrics,
                                                   "history": result.history}, indent=1) + "\n")
     if draw:
         from .draw import draw_circuit, plot_history
 
         draw_circuit(circuit, out / "circuit")
         plot_history(result.history, out / "training.png")
-    tmp = out / "circuit.json.tmp"
-    circuit.to_json(tmp)
-    os.replace(tmp, out / "circuit.json")
+    circuit.to_json(out / "circuit.json")  # last: its presence marks a finished run
     return circuit

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import atomic
 from ..errors import EpverifyError
 
 REQUIRED = ("model", "task", "circuit")
@@ -72,11 +73,7 @@ def cmd_evaluate(args) -> int:
                   "ablation": ablation, "edges": len(circuit.edges), "total_edges": circuit.total_edges,
                   "sparsity": circuit.sparsity, "examples": len(batch), "dropped_pairs": encoded.dropped,
                   **metrics}
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(path)
+        atomic.write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0
 
 
