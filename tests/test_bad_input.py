@@ -91,7 +91,7 @@ CASES = {
     "unsupported architecture": (lambda w: p(w, model="bert"), "supported"),
     "no tokenizer beside the model": (lambda w: p(w, model="no_tokenizer"), "no tokenizer files"),
     "tokenizer of another model": (lambda w: p(w, model="small_vocab"), "does not belong to this model"),
-    "prompt longer than the model's context": (lambda w: p(w, model="short_context"), "4"),
+    "prompt longer than the model's context": (lambda w: p(w, model="short_context"), "longer than max_length=4"),
     # task and data
     "unknown task": (lambda w: p(w, task="ioj"), "unknown task 'ioj'"),
     "jsonl task without --data": (lambda w: p(w, task="jsonl"), "--data FILE.jsonl"),
