@@ -3,6 +3,7 @@
     python bench/step.py                 # every case, table of ratios
     python bench/step.py --quick         # small shapes (used by the tests)
     python bench/step.py --cases gpt2-small-b8 --repeats 7
+    python bench/step.py --device cuda   # on a GPU: the Hugging Face cases (Tracr models run on the CPU)
 
 A pruning step is what the trainer does per batch: the corrupted run (no grad; cached across steps when it fits,
 as the trainer does), the masked forward with sampled masks (unembedding the loss positions only), the KL against
@@ -33,8 +34,15 @@ from epverify import engine, gates, trainer  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
 from epverify.trainer import AblationSource, Adam, Faithfulness, PruneData, expected_sparsity  # noqa: E402
 
-
 # ----- cases ---------------------------------------------------------------------------------------------------
+DEVICE = torch.device("cpu")  # --device
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _hf_case(kind: str, batch: int, seq: int, quick: bool):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -49,9 +57,9 @@ def _hf_case(kind: str, batch: int, seq: int, quick: bool):
                            num_key_value_heads=4, vocab_size=32000))
         model = LlamaForCausalLM(cfg)
     cfg._attn_implementation = "eager"
-    model.eval()
-    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
-    corrupted = torch.randint(0, cfg.vocab_size, (batch, seq))
+    model.eval().to(DEVICE)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq)).to(DEVICE)
+    corrupted = torch.randint(0, cfg.vocab_size, (batch, seq)).to(DEVICE)
     mask = torch.ones_like(ids)
     loss_mask = torch.zeros_like(ids, dtype=torch.bool)
     loss_mask[:, -1] = True
@@ -144,11 +152,11 @@ def pruning_step_fn(model, data: PruneData):
             p.requires_grad_(False)
     loss_fn = Faithfulness(adapter, data, len(data))
     ablated_for = AblationSource(adapter, data, "interchange", len(data))
-    log_alpha = gates.init_log_alpha(adapter.graph.num_edges).requires_grad_()
-    lambdas = torch.zeros(2, requires_grad=True)
+    log_alpha = gates.init_log_alpha(adapter.graph.num_edges).to(adapter.device).requires_grad_()
+    lambdas = torch.zeros(2, device=adapter.device, requires_grad=True)
     opt = Adam([log_alpha], lr=0.8)  # the trainer's optimizer
     lambda_opt = Adam([lambdas], lr=0.8, maximize=True)
-    edge_writer = torch.tensor(adapter.graph.edge_writer)
+    edge_writer = torch.tensor(adapter.graph.edge_writer, device=adapter.device)
     index = torch.arange(len(data))
 
     def step():
@@ -174,14 +182,23 @@ def _median_seconds(fns, repeats: int, clock=time.perf_counter) -> list[float]:
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, out in zip(fns, times):
+            _sync()
             start = clock()
             fn()
+            _sync()
             out.append(clock() - start)
     return [statistics.median(t) for t in times]
 
 
 def _peak_bytes(fn) -> int:
     """Peak memory above the current level while fn runs (GPU: torch's peak; CPU: sampled resident memory)."""
+    if DEVICE.type == "cuda":
+        _sync()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        _sync()
+        return torch.cuda.max_memory_allocated() - base
     import psutil
 
     proc = psutil.Process()
@@ -223,8 +240,16 @@ def main(argv=None) -> None:
                         help="cpu: the process CPU time (with --threads 1: steadier on a machine shared with others)")
     parser.add_argument("--uncached", action="store_true",
                         help="run the corrupted forward every step instead of caching it (datasets too large to cache)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the Hugging Face cases on a GPU")
     parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type != "cpu":
+        tracr = [c for c in args.cases if c.startswith("tracr")]
+        if tracr and args.cases != list(CASES):
+            parser.error(f"{', '.join(tracr)}: Tracr models run on the CPU only; drop them or use --device cpu")
+        args.cases = [c for c in args.cases if not c.startswith("tracr")]
     torch.set_grad_enabled(True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -248,6 +273,7 @@ def main(argv=None) -> None:
                 cmd = [sys.executable, __file__, "--_memory", case, mode] + (["--quick"] if args.quick else [])
                 cmd += ["--threads", str(args.threads)] if args.threads else []
                 cmd += ["--uncached"] if args.uncached else []
+                cmd += ["--device", args.device]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 mem[mode] = int(out.stdout.strip().splitlines()[-1])
             row.update({"plain_mb": mem["plain"] / 2**20, "step_mb": mem["step"] / 2**20,
@@ -264,6 +290,7 @@ def main(argv=None) -> None:
               f"{r['time_ratio']:7.2f} {r.get('memory_ratio', float('nan')):6.2f}")
     if args.json:
         conditions = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+                      "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
                       "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "uncached": args.uncached,
                       "clock": args.clock, "repeats": args.repeats,
                       "load_average_at_end": os.getloadavg(), "command": " ".join(sys.argv)}
