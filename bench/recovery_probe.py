@@ -3,20 +3,25 @@
     python bench/recovery_probe.py sweep shuffle_dyck            # per ground-truth edge: which mask values z break it
     python bench/recovery_probe.py swaps shuffle_dyck --ablation zero   # is the ground truth the smallest nearby?
     python bench/recovery_probe.py trace shuffle_dyck --ablation zero --seed 1   # log-alphas during training
+    python bench/recovery_probe.py orders shuffle_dyck --ablation zero  # does dropping in list order pick the truth?
 
 `sweep`: with every other ground-truth edge kept (mask 1) and every other edge ablated, set one edge's mask to z
 on a grid and report the z at which some decision (argmax, or the numerical output) differs from the full model's,
 under zero and interchange ablation. `swaps`: look for another sufficient circuit of the same size or smaller
 that differs from the ground truth by exchanging one or two of its edges for one other structural edge, and
 for each edge whose removal changes the fewest rows, whether adding up to `--add` structural edges makes up
-for its removal. `trace`: train with the default settings and print, every 25 steps, the log-alphas of the
-ground-truth edges, of the other structural edges, of the rest, and of the edges into the output.
+for its removal. `orders`: drop edges greedily in list order (the rule before 2026-11-27) for the structural
+list, its reverse and 4 seeded shuffles, and compare the circuits each ends in with the recorded truth (the
+least-change rule of epverify/tracr/ground_truth.py). `trace`: train with the default settings and print, every
+25 steps, the log-alphas of the ground-truth edges, of the other structural edges, of the rest, and of the edges
+into the output.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import random
 import sys
 from pathlib import Path
 
@@ -118,9 +123,39 @@ def trace(model: CompiledModel, ablation: str, seed: int) -> None:
     print("final, ground truth: " + ", ".join(f"{w}>{r} {final[graph.edge_index[(w, r)]]:.1f}" for w, r in truth))
 
 
+def orders(model: CompiledModel, ablation: str) -> None:
+    verifier = Verifier(model, ablation)
+    structural = list(structural_edges(model))
+    truth = frozenset(tuple(e) for e in model.ground_truth[ablation]["edges"])
+
+    def in_list_order(edges) -> frozenset:
+        kept, changed = list(edges), True
+        while changed:
+            changed = False
+            for edge in list(kept):
+                if verifier.agrees([e for e in kept if e != edge]):
+                    kept.remove(edge)
+                    changed = True
+        return frozenset(kept)
+
+    listings = {"list": structural, "reversed": structural[::-1]}
+    for seed in range(4):
+        shuffled = structural[:]
+        random.Random(seed).shuffle(shuffled)
+        listings[f"shuffle {seed}"] = shuffled
+    ends: dict[frozenset, list[str]] = {}
+    for name, edges in listings.items():
+        ends.setdefault(in_list_order(edges), []).append(name)
+    print(f"{model.name} ({ablation}): {len(structural)} structural edges; the recorded truth has {len(truth)}")
+    for circuit, names in ends.items():
+        label = "the recorded truth" if circuit == truth else (
+            f"not the truth: without {sorted(truth - circuit)}, with {sorted(circuit - truth)}")
+        print(f"  {len(circuit)} edges from order {', '.join(names)}: {label}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=["sweep", "swaps", "trace"])
+    parser.add_argument("probe", choices=["sweep", "swaps", "trace", "orders"])
     parser.add_argument("program")
     parser.add_argument("--ablation", default="zero", choices=["zero", "interchange", "mean"])
     parser.add_argument("--seed", type=int, default=0, help="trace: the training seed (default 0)")
@@ -132,6 +167,8 @@ def main(argv=None) -> int:
         sweep(model)
     elif args.probe == "trace":
         trace(model, args.ablation, args.seed)
+    elif args.probe == "orders":
+        orders(model, args.ablation)
     else:
         swaps(model, args.ablation, args.add)
     return 0

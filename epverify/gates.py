@@ -16,11 +16,17 @@ def init_log_alpha(n: int, generator: torch.Generator | None = None) -> torch.Te
     return torch.randn(n, generator=generator) * INIT_STD + INIT_MEAN
 
 
-def sample(log_alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(log_alpha: torch.Tensor, generator: torch.Generator | None = None, beta: float = BETA) -> torch.Tensor:
     """Training masks: a stretched, clamped concrete sample per gate (reparameterised, so differentiable)."""
     # drawn on the CPU generator, then moved: the same seed gives the same masks on every device
     u = torch.rand(log_alpha.shape, generator=generator).to(log_alpha.device).clamp(EPS, 1 - EPS)
-    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+    return from_noise(log_alpha, u, beta)
+
+
+def from_noise(log_alpha: torch.Tensor, u: torch.Tensor, beta: float = BETA) -> torch.Tensor:
+    """The gate for uniform noise u: clamp(sigmoid((logit u + log_alpha) / beta) (r - l) + l, 0, 1). A lower
+    temperature beta puts more of the mass at exactly 0 and 1 (beta -> 0: a Bernoulli(sigmoid(log_alpha)) gate)."""
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
     return (s * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
 
 
@@ -29,9 +35,9 @@ def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(log_alpha) * (RIGHT - LEFT) + LEFT).clamp(0.0, 1.0)
 
 
-def prob_nonzero(log_alpha: torch.Tensor) -> torch.Tensor:
+def prob_nonzero(log_alpha: torch.Tensor, beta: float = BETA) -> torch.Tensor:
     """P(z > 0) per gate, the expected-L0 term: sigmoid(log_alpha - beta * log(-l / r))."""
-    return torch.sigmoid(log_alpha - BETA * math.log(-LEFT / RIGHT))
+    return torch.sigmoid(log_alpha - beta * math.log(-LEFT / RIGHT))
 
 
 def keep(log_alpha: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,9 @@ class PruneConfig:
     # importance-weighted so the objective is unchanged. See docs/recovery.md.
     example_focus: float = 1.0
     adam_beta2: float = 0.999  # second-moment decay of the log-alphas' Adam
+    # Temperature beta of the hard-concrete gates (DESIGN: 2/3). Lower puts more of each gate's mass at exactly
+    # 0 and 1 (the score estimator then explores circuits rather than scaled edges; see docs/recovery.md).
+    gate_temperature: float = gates.BETA
 
     def validate(self) -> None:
         if not (0.0 <= self.target_sparsity <= 1.5) or math.isnan(self.target_sparsity):
@@ -70,6 +73,8 @@ class PruneConfig:
             raise EpverifyError(f"score_samples ({self.score_samples}) must be at least 2")
         if not 0.0 <= self.score_decay < 1.0 or not 0.0 <= self.adam_beta2 < 1.0:
             raise EpverifyError("score_decay and adam_beta2 must lie in [0, 1)")
+        if not 0.0 < self.gate_temperature <= 10.0:
+            raise EpverifyError(f"gate_temperature ({self.gate_temperature}) must lie in (0, 10]")
         if self.ablation not in engine.ABLATIONS:
             raise EpverifyError(f"unknown ablation {self.ablation!r}: choose one of {', '.join(engine.ABLATIONS)}")
 
@@ -161,10 +166,11 @@ class Faithfulness:
         return ((circuit - full) ** 2).sum(-1).mean()
 
 
-def expected_sparsity(edge_log_alpha: torch.Tensor, node_log_alpha: torch.Tensor | None, edge_writer) -> torch.Tensor:
-    keep = gates.prob_nonzero(edge_log_alpha)
+def expected_sparsity(edge_log_alpha: torch.Tensor, node_log_alpha: torch.Tensor | None, edge_writer,
+                      beta: float = gates.BETA) -> torch.Tensor:
+    keep = gates.prob_nonzero(edge_log_alpha, beta)
     if node_log_alpha is not None:
-        keep = keep * gates.prob_nonzero(node_log_alpha)[edge_writer]
+        keep = keep * gates.prob_nonzero(node_log_alpha, beta)[edge_writer]
     return 1.0 - keep.mean()
 
 
@@ -262,24 +268,16 @@ def _noise(shape, generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator).clamp(gates.EPS, 1 - gates.EPS)
 
 
-def _gate(log_alpha: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """`gates.sample` with the noise given (the score estimator needs it)."""
-    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / gates.BETA)
-    return (s * (gates.RIGHT - gates.LEFT) + gates.LEFT).clamp(0.0, 1.0)
-
-
-_CLAMP = gates.BETA * math.log(-gates.RIGHT / gates.LEFT)  # the pre-activation beyond which a gate is clamped
-
-
-def _score(log_alpha: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _score(log_alpha: torch.Tensor, u: torch.Tensor, beta: float) -> torch.Tensor:
     """Score of the gate noise w.r.t. log_alpha: 2u - 1. Rao-Blackwellised: where the gate is clamped (at 1 for
     u >= u1, at 0 for u <= u0) the loss does not depend on u, so 2u - 1 is replaced by its mean over that region
     (u1, resp. u0 - 1). Same expectation, far less noise for gates that are almost always clamped."""
     with torch.no_grad():
         score = 2 * u - 1
         la = log_alpha.detach()
-        u1 = torch.sigmoid(_CLAMP - la).expand_as(u)
-        u0 = torch.sigmoid(-_CLAMP - la).expand_as(u)
+        clamp = beta * math.log(-gates.RIGHT / gates.LEFT)  # the pre-activation beyond which a gate is clamped
+        u1 = torch.sigmoid(clamp - la).expand_as(u)
+        u0 = torch.sigmoid(-clamp - la).expand_as(u)
         score = torch.where(u >= u1, u1, score)
         return torch.where(u <= u0, u0 - 1, score)
 
@@ -305,7 +303,7 @@ class ScoreGradient:
 
     def __init__(self, sizes: list[int], config: PruneConfig):
         self.gate, self.decay = config.score_gate, config.score_decay
-        self.samples = config.score_samples
+        self.samples, self.beta = config.score_samples, config.gate_temperature
         self.mean = [torch.zeros(n) for n in sizes]
         self.var = [torch.zeros(n) for n in sizes]
         self.steps = 0
@@ -319,7 +317,7 @@ class ScoreGradient:
         rows = index.repeat(k)  # sample j of example i is row j * b + i
         noise = [_noise((k * b, la.shape[0]), gen) for la in log_alphas]
         with torch.no_grad():
-            masks = [_gate(la.detach(), u) for la, u in zip(log_alphas, noise)]
+            masks = [gates.from_noise(la.detach(), u, self.beta) for la, u in zip(log_alphas, noise)]
             logits = engine.masked_run(adapter, data.input_ids[rows], ablated_for(rows), masks[0],
                                        masks[1] if len(masks) > 1 else None, data.attention_mask[rows],
                                        positions=data.loss_mask[rows])
@@ -331,7 +329,7 @@ class ScoreGradient:
             self.steps += 1
             grads, opened = [], 0
             for j, (la, u) in enumerate(zip(log_alphas, noise)):
-                w = _score(la, u).view(k, b, -1)
+                w = _score(la, u, self.beta).view(k, b, -1)
                 terms = (advantage[:, :, None] * w).sum(0)  # (B, n): one independent term per example
                 grad = terms.sum(0)
                 if self.gate > 0:
@@ -488,8 +486,9 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
             surrogate = sum((g * p).sum() for g, p in zip(grads, params))
         else:
             draws = (len(index),) if config.per_example_masks else ()
-            edge_mask = gates.sample(edge_log_alpha.expand(*draws, -1), gen)
-            node_mask = None if node_log_alpha is None else gates.sample(node_log_alpha.expand(*draws, -1), gen)
+            beta = config.gate_temperature
+            edge_mask = gates.sample(edge_log_alpha.expand(*draws, -1), gen, beta)
+            node_mask = None if node_log_alpha is None else gates.sample(node_log_alpha.expand(*draws, -1), gen, beta)
             rows = parallel.rows(len(index))  # this process's share of the batch: all of it in one process
             if draws:  # every process draws the whole batch's masks (same generator) and keeps its rows
                 edge_mask, node_mask = edge_mask[rows], None if node_mask is None else node_mask[rows]
@@ -499,7 +498,7 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
                 data.attention_mask[index], checkpoint=config.checkpoint_layers, positions=data.loss_mask[index],
             )
             faithfulness = surrogate = (loss_fn.per_example(logits, index) * scale).sum()
-        sparsity = expected_sparsity(edge_log_alpha, node_log_alpha, edge_writer)
+        sparsity = expected_sparsity(edge_log_alpha, node_log_alpha, edge_writer, config.gate_temperature)
         target = config.target_sparsity * min(1.0, (step + 1) / max(1, config.warmup_steps))
         gap = sparsity - target
         loss = parallel.local_objective(surrogate) + lambdas[0] * gap + lambdas[1] * gap**2

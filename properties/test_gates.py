@@ -24,16 +24,16 @@ from epverify import gates
 log_alphas = st.lists(st.floats(-30, 30, allow_nan=False), min_size=1, max_size=64).map(torch.tensor)
 
 
-def survival(log_alpha: float, t: torch.Tensor) -> torch.Tensor:
+def survival(log_alpha: float, t: torch.Tensor, beta: float = gates.BETA) -> torch.Tensor:
     """P(z > t) for t in [0, 1), from the logistic CDF."""
     s = (t - gates.LEFT) / (gates.RIGHT - gates.LEFT)
-    return torch.sigmoid(log_alpha - gates.BETA * torch.log(s / (1 - s)))
+    return torch.sigmoid(log_alpha - beta * torch.log(s / (1 - s)))
 
 
-def closed_form_mean(log_alpha: float, points: int = 200_000) -> float:
+def closed_form_mean(log_alpha: float, beta: float = gates.BETA, points: int = 200_000) -> float:
     """E[z] for one gate, by integrating P(z > t) over t in (0, 1) (midpoint rule, float64)."""
     t = (torch.arange(points, dtype=torch.float64) + 0.5) / points
-    return float(survival(log_alpha, t).mean())
+    return float(survival(log_alpha, t, beta).mean())
 
 
 @given(log_alphas, st.integers(0, 2**31 - 1))
@@ -71,18 +71,19 @@ def test_expected_sparsity_is_monotone_in_a_shift_of_log_alpha(log_alpha, shift,
     assert sparsity(shift + extra) <= sparsity(shift)
 
 
-@given(st.floats(-6, 6), st.integers(0, 2**31 - 1))
-def test_sampled_masks_follow_the_closed_form(log_alpha, seed):
-    """Over many samples, the fraction of non-zero masks matches prob_nonzero (itself P(z > 0) of the closed
-    form) and the mean matches E[z], within six standard errors (a false alarm: probability ~2e-9 a check)."""
+@given(st.floats(-6, 6), st.integers(0, 2**31 - 1), st.sampled_from([gates.BETA, 0.1, 0.3, 1.5]))
+def test_sampled_masks_follow_the_closed_form(log_alpha, seed, beta):
+    """At any temperature, over many samples, the fraction of non-zero masks matches prob_nonzero (itself
+    P(z > 0) of the closed form) and the mean matches E[z], within six standard errors (a false alarm: probability
+    ~2e-9 a check)."""
     n = 400_000
-    z = gates.sample(torch.full((n,), log_alpha, dtype=torch.float64), torch.Generator().manual_seed(seed))
+    z = gates.sample(torch.full((n,), log_alpha, dtype=torch.float64), torch.Generator().manual_seed(seed), beta)
 
-    p = float(gates.prob_nonzero(torch.tensor(log_alpha, dtype=torch.float64)))
-    assert math.isclose(p, float(survival(log_alpha, torch.tensor(0.0, dtype=torch.float64))), rel_tol=1e-9)
+    p = float(gates.prob_nonzero(torch.tensor(log_alpha, dtype=torch.float64), beta))
+    assert math.isclose(p, float(survival(log_alpha, torch.tensor(0.0, dtype=torch.float64), beta)), rel_tol=1e-9)
     p_hat = float((z > 0).double().mean())
     assert abs(p_hat - p) <= 6 * math.sqrt(p * (1 - p) / n) + 1e-5
 
-    mean = closed_form_mean(log_alpha)
+    mean = closed_form_mean(log_alpha, beta)
     std_error = float(z.std()) / math.sqrt(n)
     assert abs(float(z.mean()) - mean) <= 6 * std_error + 1e-5

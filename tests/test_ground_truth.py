@@ -4,7 +4,7 @@ import pytest
 
 from epverify.circuit import prune_dangling
 from epverify.tracr import load
-from epverify.tracr.ground_truth import GT_ABLATIONS, Verifier, structural_edges
+from epverify.tracr.ground_truth import GT_ABLATIONS, Verifier, eliminate, structural_edges
 from epverify.tracr.zoo import names
 
 CASES = [(name, ablation) for name in names() for ablation in GT_ABLATIONS]
@@ -17,9 +17,51 @@ def test_ground_truth_is_sufficient_and_every_edge_necessary(name, ablation):
     model = load(name)
     truth = [tuple(e) for e in model.ground_truth[ablation]["edges"]]
     verifier = Verifier(model, ablation)
-    assert verifier.agrees(truth)
-    for edge in truth:
-        assert not verifier.agrees([e for e in truth if e != edge]), f"{edge} is not necessary"
+    for circuit in [truth, *[[tuple(e) for e in c] for c in model.ground_truth[ablation].get("equivalent", [])]]:
+        assert verifier.agrees(circuit)
+        for edge in circuit:
+            assert not verifier.agrees([e for e in circuit if e != edge]), f"{edge} is not necessary"
+
+
+@pytest.mark.parametrize("name", names())
+def test_zero_and_interchange_truths_do_not_depend_on_tie_order(name):
+    """Under the ablations recovery is checked on, breaking equal deviations the other way during elimination ends
+    in the same circuit, so the truth is one circuit (mean ablation has an exact symmetry in shuffle_dyck)."""
+    model = load(name)
+    for ablation in ("zero", "interchange"):
+        assert model.ground_truth[ablation]["equivalent"] == []
+
+
+def test_elimination_keeps_the_mechanism_the_full_model_uses():
+    """shuffle_dyck, zero ablation: dropping edges in list order ends in a 19-edge circuit whose select_last head
+    reads only the constant `one` and BOS directions (a shortcut that reproduces the outputs only once the real
+    query and key inputs are gone); the reversed list order ends in 24 edges with the program's own length-1 query
+    and index key. Least change first drops the shortcut edges (removing them from the full model changes nothing)
+    and keeps the mechanism (removing it from the full model changes decisions)."""
+    model = load("shuffle_dyck")
+    verifier = Verifier(model, "zero")
+    structural = list(structural_edges(model))
+
+    def in_list_order(edges):
+        kept, changed = list(edges), True
+        while changed:
+            changed = False
+            for edge in list(kept):
+                if verifier.agrees([e for e in kept if e != edge]):
+                    kept.remove(edge)
+                    changed = True
+        return set(kept)
+
+    forward, backward = in_list_order(structural), in_list_order(structural[::-1])
+    assert forward != backward  # the old rule's answer depended on the order
+    truth = {tuple(e) for e in model.ground_truth["zero"]["edges"]}
+    assert truth == backward and len(truth) == 24
+    assert {("m1", "a4.h0.q"), ("pos_embeds", "a4.h0.k")} <= truth
+    assert not {("tok_embeds", "a4.h0.q"), ("tok_embeds", "a4.h0.k")} & truth
+    kept, dropped = eliminate(verifier, structural)
+    assert set(kept) == truth
+    shortcut = {edge: deviation for edge, deviation in dropped if edge[1] in ("a4.h0.q", "a4.h0.k")}
+    assert shortcut[("tok_embeds", "a4.h0.q")] == 0.0 and shortcut[("tok_embeds", "a4.h0.k")] == 0.0
 
 
 @pytest.mark.parametrize("name", names())

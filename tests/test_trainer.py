@@ -30,6 +30,12 @@ def test_target_sparsity_out_of_range_is_rejected(target):
         _config(target_sparsity=target).validate()
 
 
+@pytest.mark.parametrize("beta", [0.0, -1.0, 11.0])
+def test_gate_temperature_out_of_range_is_rejected(beta):
+    with pytest.raises(EpverifyError, match=r"gate_temperature .* \(0, 10\]"):
+        _config(gate_temperature=beta).validate()
+
+
 def test_clean_and_corrupted_of_different_shapes_are_rejected():
     ids = torch.zeros(4, 5, dtype=torch.long)
     with pytest.raises(EpverifyError, match="same shape"):

@@ -8,10 +8,21 @@
    inert.
 2. Verification, per ablation, with the oracle (`epverify.oracle`) on the program's whole dataset. An output is
    the unembedded vector at every real position after BOS; two runs agree when they differ nowhere by more than
-   `TOLERANCE`. Starting from the structural set, each edge in edge order is dropped when the circuit without it
-   still reproduces the full model on every input (the reason is recorded: e.g. the edge carries only directions
-   that are the same in clean and corrupted inputs). What is left is sufficient (it reproduces the full model)
-   and every edge in it is necessary (removing it alone changes some output); both are checked at the end.
+   `TOLERANCE`. Starting from the structural set, edges are dropped one at a time, always the one whose removal
+   changes the outputs least (largest deviation from the full model), as long as the circuit without it still
+   agrees with the full model on every input, until no edge can go. What is left is sufficient (it reproduces
+   the full model) and every edge in it is necessary (removing it alone changes some output), by construction;
+   tests/test_ground_truth.py checks both again for every shipped truth.
+
+   Why least change first: a program can have more than one circuit that is sufficient with every edge
+   necessary, and dropping edges in a fixed list order picked one by the accident of that order (shuffle_dyck
+   under zero ablation: 19 edges in the list order, the 24 edges of the program's own `select_last` mechanism in
+   the reversed order; docs/recovery.md, cause 7). Removing first what changes nothing at all keeps the mechanism
+   the full model uses and drops its exact redundancies; ties (equal deviations, mostly exact zeros) are broken by
+   how much removing the edge alone from the structural set changes (what the full model does not need goes
+   first), then by the edges' names. Where breaking name ties the other way ends in another circuit (an exact
+   symmetry: two heads computing the same value under mean ablation in shuffle_dyck), that circuit is recorded
+   as `equivalent`: it is as sufficient and as minimal, and either counts as recovered.
 """
 
 from __future__ import annotations
@@ -88,38 +99,62 @@ class Verifier:
         return bool((diff[self.positions] <= TOLERANCE).all())
 
 
+def _deviation(verifier: Verifier, edges) -> float:
+    """Largest difference from the full model's outputs, over every real position after BOS."""
+    diff = (verifier.outputs(edges) - verifier.full).abs().amax(-1)
+    return float(diff[verifier.positions].max()) if verifier.positions.any() else 0.0
+
+
+def eliminate(verifier: Verifier, edges, reverse_ties: bool = False) -> tuple[list, list[tuple]]:
+    """Backward elimination from `edges`: repeatedly drop the edge whose removal changes the outputs least, while
+    the rest still agrees with the full model. Returns (kept edges, [(dropped edge, deviation)] in drop order).
+
+    Equal deviations (mostly exact zeros) are broken by how much removing the edge alone from `edges` changes the
+    outputs (what the starting circuit, the full model's structure, does without it: an edge the full model does
+    not need goes before one it does), then by edge name (descending with `reverse_ties`)."""
+    start = list(edges)
+    alone = {e: _deviation(verifier, [x for x in start if x != e]) for e in start}
+    kept = sorted(sorted(start, reverse=reverse_ties), key=lambda e: alone[e])  # stable: name order within ties
+    dropped = []
+    while kept:
+        best = None
+        for edge in kept:
+            deviation = _deviation(verifier, [e for e in kept if e != edge])
+            if deviation <= TOLERANCE and (best is None or deviation < best[1]):
+                best = (edge, deviation)
+        if best is None:
+            break
+        kept.remove(best[0])
+        dropped.append(best)
+    return sorted(kept), dropped
+
+
 def ground_truth(model: CompiledModel, ablation: str) -> dict:
     """The verified ground-truth circuit of one ablation: edges, dropped structural edges with reasons, checks."""
     structural = structural_edges(model)
     verifier = Verifier(model, ablation)
     if not verifier.agrees(structural):
         raise RuntimeError(f"{model.name}: the structural edges do not reproduce the model under {ablation}")
-    kept = list(structural)
-    dropped = []
-    changed = True
-    while changed:  # greedy passes until every remaining edge is necessary
-        changed = False
-        for edge in list(kept):
-            trial = [e for e in kept if e != edge]
-            if verifier.agrees(trial):
-                kept, changed = trial, True
-                dropped.append({"edge": list(edge), "carries": structural[edge],
-                                "reason": _reason(edge, structural, ablation)})
+    kept, dropped = eliminate(verifier, structural)
+    other, _ = eliminate(verifier, structural, reverse_ties=True)
     return {
         "edges": [list(e) for e in kept],
         "carries": {f"{w} -> {r}": structural[(w, r)] for w, r in kept},
-        "dropped": dropped,
+        "dropped": [{"edge": list(edge), "carries": structural[edge], "deviation": deviation,
+                     "reason": _reason(edge, structural, ablation, deviation)} for edge, deviation in dropped],
         "structural_edges": len(structural),
         "checked_on": int(verifier.ids.shape[0]),
         "criterion": f"outputs at every real position after BOS within {TOLERANCE} of the full model",
+        "rule": "backward elimination from the structural edges, least change first (ties by edge name)",
+        # the same rule with name ties broken the other way, where that ends elsewhere (an exact symmetry, e.g. two
+        # heads that compute the same thing): an equally valid circuit, accepted as exact by `recover`
+        "equivalent": [] if other == kept else [[list(e) for e in other]],
     }
 
 
-def _reason(edge, structural, ablation: str) -> str:
+def _reason(edge, structural, ablation: str, deviation: float) -> str:
     carried = ", ".join(structural[edge])
-    if ablation == "interchange":
-        return (f"carries [{carried}], which never changes an output when taken from the corrupted partner:"
-                " the values are the same in clean and corrupted inputs or do not reach the output")
-    if ablation == "mean":
-        return f"carries [{carried}], which never changes an output when replaced by its per-position mean"
-    return f"carries [{carried}], which never changes an output when zeroed"
+    how = {"interchange": "taken from the corrupted partner", "mean": "replaced by its per-position mean"}.get(
+        ablation, "zeroed")
+    change = "changes no output" if deviation == 0 else f"changes no output by more than {deviation:.1e}"
+    return f"carries [{carried}]; {how}, with the edges dropped before it already gone, it {change}"
