@@ -103,17 +103,16 @@ def recovery_results(method: Callable, programs: Iterable | None = None,
     from .adapters import wrap
     from .circuit import prune_dangling
     from .recover import tracr_data
+    from .tracr.ground_truth import ground_truth, matching_truth
 
     results = []
     for model in _programs(programs):
         if ablation not in model.ground_truth:
-            from .tracr.ground_truth import ground_truth
-
             model.ground_truth[ablation] = ground_truth(model, ablation)
         masked = wrap(model)
         output = method(masked, tracr_data(model), ablation)
         found = prune_dangling(masked.graph, method_edges(output, masked.graph), ablation)
-        truth = {tuple(e) for e in model.ground_truth[ablation]["edges"]}
+        truth = matching_truth(model.ground_truth[ablation], found)
         results.append(ProgramResult(model.name, ablation, found, truth))
     return results
 

@@ -16,6 +16,7 @@ from .checks import flag_empty
 from .circuit import Circuit
 from .evaluate import evaluate, roc_auc
 from .tracr.data import dataset
+from .tracr.ground_truth import ground_truth, matching_truth
 from .tracr.model import CompiledModel
 from .trainer import PruneConfig, PruneData, prune
 
@@ -80,24 +81,19 @@ def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneCon
     start = time.perf_counter()
     config = replace(config or TRACR_CONFIG, ablation=ablation, seed=seed)
     if ablation not in compiled.ground_truth:
-        from .tracr.ground_truth import ground_truth
-
         compiled.ground_truth[ablation] = ground_truth(compiled, ablation)
-    recorded = compiled.ground_truth[ablation]
-    truths = [{tuple(e) for e in c} for c in [recorded["edges"], *recorded.get("equivalent", [])]]
     adapter = TracrAdapter(compiled)
     graph = adapter.graph
     data = tracr_data(compiled)
     torch.manual_seed(seed)
     result = prune(adapter, data, config)
     circuit = Circuit.from_masks(graph, result.edge_log_alpha, model=adapter.summary(), ablation=ablation)
-    if truths[0]:
+    if compiled.ground_truth[ablation]["edges"]:
         empty = flag_empty(circuit, config.target_sparsity, context=f"{compiled.name} ({ablation} ablation)")
     else:  # the ground truth itself is empty: an empty circuit is the right answer, not a warning
         empty = circuit.metrics["empty"] = not circuit.edges
     found = set(circuit.edges)
-    # an equivalent circuit (an exact symmetry of the program, see ground_truth.py) counts when it is the one found
-    truth = next((t for t in truths if t == found), truths[0])
+    truth = matching_truth(compiled.ground_truth[ablation], found)
     metrics = evaluate(adapter, data, circuit.mask(graph), ablation)
     hits = len(found & truth)
     truth_mask = torch.zeros(graph.num_edges, dtype=torch.bool)

@@ -4,7 +4,7 @@ import pytest
 
 from epverify.circuit import prune_dangling
 from epverify.tracr import load
-from epverify.tracr.ground_truth import GT_ABLATIONS, Verifier, eliminate, structural_edges
+from epverify.tracr.ground_truth import GT_ABLATIONS, Verifier, eliminate, matching_truth, structural_edges
 from epverify.tracr.zoo import names
 
 CASES = [(name, ablation) for name in names() for ablation in GT_ABLATIONS]
@@ -89,3 +89,15 @@ def test_paper_settings_are_exact():
     assert reverse.vocab == [1, 2, 3] and reverse.max_seq_len == 5
     assert xprop.vocab == ["a", "b", "c", "x"] and xprop.max_seq_len == 5
     assert not xprop.categorical  # frac_prevs is numerical
+
+
+def test_an_equivalent_circuit_is_the_truth_it_is_compared_with():
+    """shuffle_dyck under mean ablation has two circuits that differ by which of two interchangeable balance heads
+    is kept; a circuit equal to either is compared with that one, anything else with the recorded truth."""
+    recorded = load("shuffle_dyck").ground_truth["mean"]
+    truth = {tuple(e) for e in recorded["edges"]}
+    (other,) = [{tuple(e) for e in c} for c in recorded["equivalent"]]
+    assert other != truth and len(other) == len(truth)
+    assert matching_truth(recorded, other) == other
+    assert matching_truth(recorded, truth) == truth
+    assert matching_truth(recorded, truth - {next(iter(truth))}) == truth

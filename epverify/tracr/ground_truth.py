@@ -152,6 +152,13 @@ def ground_truth(model: CompiledModel, ablation: str) -> dict:
     }
 
 
+def matching_truth(recorded: dict, found: set) -> set:
+    """The recorded truth a found circuit is compared with: the equivalent circuit it equals, if any (an exact
+    symmetry of the program), otherwise the truth itself."""
+    circuits = [{tuple(e) for e in c} for c in [recorded["edges"], *recorded.get("equivalent", [])]]
+    return next((c for c in circuits if c == found), circuits[0])
+
+
 def _reason(edge, structural, ablation: str, deviation: float) -> str:
     carried = ", ".join(structural[edge])
     how = {"interchange": "taken from the corrupted partner", "mean": "replaced by its per-position mean"}.get(
