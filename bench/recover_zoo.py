@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     config = replace(TRACR_CONFIG, **overrides) if overrides else None
     shown = replace(TRACR_CONFIG, **overrides)
     print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
-          f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size}"
+          f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size},"
+          f" samples {shown.score_samples}, gate {shown.score_gate}, temperature {shown.gate_temperature:.3g}"
           + (f"; overrides {overrides}" if overrides else "")
           + (f"; output_scale {args.output_scale}" if args.output_scale is not None else ""), flush=True)
     print(f"{'program':18s} {'seed':>4s} {'edges':>6s} {'truth':>5s} {'found':>5s} {'prec':>6s} {'recall':>6s}"

@@ -71,3 +71,12 @@ def test_user_file_program_is_recovered_exactly(tmp_path, capsys):
     (report,) = json.loads(report_path.read_text())
     assert report["truth_edges"] and sorted(report["found_edges"]) == sorted(report["truth_edges"])
     assert report["exact"] and not report["empty"]
+
+
+def test_a_shipped_program_is_recovered_under_zero_ablation(tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    code = main(["recover", "shift_by", "--ablation", "zero", "--json", str(report_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (report,) = json.loads(report_path.read_text())
+    assert report["ablation"] == "zero" and report["exact"] and report["truth_edges"]
