@@ -190,6 +190,26 @@ def _median_seconds(fns, repeats: int, clock=time.perf_counter) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
+def _profile(case: str, plain, step, runs: int = 3, top: int = 12) -> None:
+    """Print the ops that take the most self time in each mode (on a GPU: device time, with launch counts)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.type == "cuda" else [])
+    key = "self_cuda_time_total" if DEVICE.type == "cuda" else "self_cpu_time_total"
+    for mode, fn in (("plain", plain), ("step", step)):
+        with profile(activities=activities) as prof:
+            for _ in range(runs):
+                fn()
+            _sync()
+        averages = prof.key_averages()
+        try:
+            table = averages.table(sort_by=key.replace("cuda", "device"), row_limit=top)  # newer torch's name
+        except (AttributeError, KeyError, ValueError):
+            table = averages.table(sort_by=key, row_limit=top)
+        print(f"--- {case}, {mode}: {runs} runs, sorted by {key}", flush=True)
+        print(table, flush=True)
+
+
 def _peak_bytes(fn) -> int:
     """Peak memory above the current level while fn runs (GPU: torch's peak; CPU: sampled resident memory)."""
     if DEVICE.type == "cuda":
@@ -241,6 +261,8 @@ def main(argv=None) -> None:
     parser.add_argument("--uncached", action="store_true",
                         help="run the corrupted forward every step instead of caching it (datasets too large to cache)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the Hugging Face cases on a GPU")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where each mode's time goes (torch.profiler, 3 runs each, top 12 ops)")
     parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global DEVICE
@@ -264,7 +286,10 @@ def main(argv=None) -> None:
         model, data, plain = CASES[case](args.quick)
         graph = wrap(model).graph
         clock = time.process_time if args.clock == "cpu" else time.perf_counter
-        plain_s, step_s = _median_seconds([plain, pruning_step_fn(model, data)], args.repeats, clock)
+        step = pruning_step_fn(model, data)
+        plain_s, step_s = _median_seconds([plain, step], args.repeats, clock)
+        if args.profile:
+            _profile(case, plain, step)
         row = {"case": case, "edges": graph.num_edges, "batch": list(data.input_ids.shape),
                "plain_s": plain_s, "step_s": step_s, "time_ratio": step_s / plain_s}
         if not args.no_memory:
