@@ -34,7 +34,7 @@ from epverify.adapters.tracr import TracrAdapter  # noqa: E402
 from epverify.evaluate import evaluate  # noqa: E402
 from epverify.recover import TRACR_CONFIG, tracr_data  # noqa: E402
 from epverify.tracr import zoo  # noqa: E402
-from epverify.tracr.ground_truth import TOLERANCE, Verifier, structural_edges  # noqa: E402
+from epverify.tracr.ground_truth import TOLERANCE, Verifier, eliminate_in_list_order, structural_edges  # noqa: E402
 from epverify.tracr.model import CompiledModel  # noqa: E402
 
 GRID = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -128,16 +128,6 @@ def orders(model: CompiledModel, ablation: str) -> None:
     structural = list(structural_edges(model))
     truth = frozenset(tuple(e) for e in model.ground_truth[ablation]["edges"])
 
-    def in_list_order(edges) -> frozenset:
-        kept, changed = list(edges), True
-        while changed:
-            changed = False
-            for edge in list(kept):
-                if verifier.agrees([e for e in kept if e != edge]):
-                    kept.remove(edge)
-                    changed = True
-        return frozenset(kept)
-
     listings = {"list": structural, "reversed": structural[::-1]}
     for seed in range(4):
         shuffled = structural[:]
@@ -145,7 +135,7 @@ def orders(model: CompiledModel, ablation: str) -> None:
         listings[f"shuffle {seed}"] = shuffled
     ends: dict[frozenset, list[str]] = {}
     for name, edges in listings.items():
-        ends.setdefault(in_list_order(edges), []).append(name)
+        ends.setdefault(eliminate_in_list_order(verifier, edges), []).append(name)
     print(f"{model.name} ({ablation}): {len(structural)} structural edges; the recorded truth has {len(truth)}")
     for circuit, names in ends.items():
         label = "the recorded truth" if circuit == truth else (

@@ -94,32 +94,33 @@ class Verifier:
             self.adapter, self.ids, edges, self.ablation, self.mask, self.corrupted_ids, (self.ids, self.mask)
         )
 
-    def agrees(self, edges) -> bool:
+    def deviation(self, edges) -> float:
+        """Largest difference from the full model's outputs, over every real position after BOS."""
         diff = (self.outputs(edges) - self.full).abs().amax(-1)
-        return bool((diff[self.positions] <= TOLERANCE).all())
+        return float(diff[self.positions].max()) if self.positions.any() else 0.0
+
+    def agrees(self, edges) -> bool:
+        return self.deviation(edges) <= TOLERANCE
 
 
-def _deviation(verifier: Verifier, edges) -> float:
-    """Largest difference from the full model's outputs, over every real position after BOS."""
-    diff = (verifier.outputs(edges) - verifier.full).abs().amax(-1)
-    return float(diff[verifier.positions].max()) if verifier.positions.any() else 0.0
-
-
-def eliminate(verifier: Verifier, edges, reverse_ties: bool = False) -> tuple[list, list[tuple]]:
+def eliminate(verifier: Verifier, edges, reverse_ties: bool = False,
+              alone: dict | None = None) -> tuple[list, list[tuple]]:
     """Backward elimination from `edges`: repeatedly drop the edge whose removal changes the outputs least, while
     the rest still agrees with the full model. Returns (kept edges, [(dropped edge, deviation)] in drop order).
 
     Equal deviations (mostly exact zeros) are broken by how much removing the edge alone from `edges` changes the
     outputs (what the starting circuit, the full model's structure, does without it: an edge the full model does
-    not need goes before one it does), then by edge name (descending with `reverse_ties`)."""
+    not need goes before one it does), then by edge name (descending with `reverse_ties`). `alone`: those
+    changes, when already computed."""
     start = list(edges)
-    alone = {e: _deviation(verifier, [x for x in start if x != e]) for e in start}
+    if alone is None:
+        alone = {e: verifier.deviation([x for x in start if x != e]) for e in start}
     kept = sorted(sorted(start, reverse=reverse_ties), key=lambda e: alone[e])  # stable: name order within ties
     dropped = []
     while kept:
         best = None
         for edge in kept:
-            deviation = _deviation(verifier, [e for e in kept if e != edge])
+            deviation = verifier.deviation([e for e in kept if e != edge])
             if deviation <= TOLERANCE and (best is None or deviation < best[1]):
                 best = (edge, deviation)
         if best is None:
@@ -135,8 +136,9 @@ def ground_truth(model: CompiledModel, ablation: str) -> dict:
     verifier = Verifier(model, ablation)
     if not verifier.agrees(structural):
         raise RuntimeError(f"{model.name}: the structural edges do not reproduce the model under {ablation}")
-    kept, dropped = eliminate(verifier, structural)
-    other, _ = eliminate(verifier, structural, reverse_ties=True)
+    alone = {e: verifier.deviation([x for x in structural if x != e]) for e in structural}
+    kept, dropped = eliminate(verifier, structural, alone=alone)
+    other, _ = eliminate(verifier, structural, reverse_ties=True, alone=alone)
     return {
         "edges": [list(e) for e in kept],
         "carries": {f"{w} -> {r}": structural[(w, r)] for w, r in kept},
@@ -150,6 +152,20 @@ def ground_truth(model: CompiledModel, ablation: str) -> dict:
         # heads that compute the same thing): an equally valid circuit, accepted as exact by `recover`
         "equivalent": [] if other == kept else [[list(e) for e in other]],
     }
+
+
+def eliminate_in_list_order(verifier: Verifier, edges) -> frozenset:
+    """The rule before 2026-11-27, kept to show why it was replaced: passes over `edges` in their order, dropping
+    each edge whose removal still agrees with the full model, until a pass drops nothing. Its answer can depend
+    on the order (`bench/recovery_probe.py orders`)."""
+    kept, changed = list(edges), True
+    while changed:
+        changed = False
+        for edge in list(kept):
+            if verifier.agrees([e for e in kept if e != edge]):
+                kept.remove(edge)
+                changed = True
+    return frozenset(kept)
 
 
 def matching_truth(recorded: dict, found: set) -> set:
