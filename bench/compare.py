@@ -39,7 +39,7 @@ from epverify.adapters.tracr import TracrAdapter  # noqa: E402
 from epverify.curves import auc, faithfulness_curve, precision_recall, truth_mask  # noqa: E402
 from epverify.methods import acdc, eap, eap_ig, edge_pruning  # noqa: E402
 from epverify.metrics import MaskEvaluator  # noqa: E402
-from epverify.recover import TRACR_CONFIG, tracr_data  # noqa: E402
+from epverify.recover import tracr_config, tracr_data  # noqa: E402
 from epverify.tracr import load as load_program  # noqa: E402
 
 DEFAULT_PROGRAMS = ("reverse,xproportion,hist,sort_unique,sort,sort_freq,pair_balance,count_less_freq,"
@@ -61,7 +61,9 @@ def load_target(name: str, ablation: str, quick: bool):
     if ablation not in model.ground_truth:
         raise SystemExit(f"{name} has no ground truth for {ablation} ablation (shipped: "
                          f"{', '.join(model.ground_truth)}); choose another --ablation")
-    config = replace(TRACR_CONFIG, steps=100, warmup_steps=50) if quick else TRACR_CONFIG
+    config = tracr_config(ablation)
+    if quick:
+        config = replace(config, steps=100, warmup_steps=50)
     truth = [tuple(e) for e in model.ground_truth[ablation]["edges"]]
     return TracrAdapter(model), tracr_data(model), truth, "truth", config
 

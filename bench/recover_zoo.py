@@ -3,9 +3,9 @@
     python bench/recover_zoo.py --ablation zero --seeds 0,1,2,3,4
     python bench/recover_zoo.py --ablation interchange --programs hist,reverse --set steps=600 --set lr=0.05
 
-`--set FIELD=VALUE` overrides a field of the default `TRACR_CONFIG` (for experiments only: the shipped defaults
-are what `recover()` uses). Prints the per-seed exact counts, the programs recovered for at least 4 of the seeds,
-and the wall time; `--json PATH` also writes every report.
+`--set FIELD=VALUE` overrides a field of the ablation's defaults (`recover.tracr_config`; for experiments only:
+the shipped defaults are what `recover()` uses). Prints the per-seed exact counts, the programs recovered for at
+least 4 of the seeds, and the wall time; `--json PATH` also writes every report.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from epverify.recover import TRACR_CONFIG, recover_many  # noqa: E402
+from epverify.recover import recover_many, tracr_config  # noqa: E402
 from epverify.tracr import zoo  # noqa: E402
 from epverify.tracr.model import CompiledModel  # noqa: E402
 from epverify.trainer import PruneConfig  # noqa: E402
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--programs", default="all", help="comma-separated program names, or 'all'")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a TRACR_CONFIG field (experiments only)")
+                        help="override a field of the ablation's defaults (experiments only)")
     parser.add_argument("--output-scale", type=float, help="override TracrAdapter.output_scale (experiments only)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: these models are tiny, and a second thread only helps when"
@@ -77,11 +77,12 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     programs = zoo.names() if args.programs == "all" else [p.strip() for p in args.programs.split(",")]
     overrides = _parse_set(args.set)
-    config = replace(TRACR_CONFIG, **overrides) if overrides else None
-    shown = replace(TRACR_CONFIG, **overrides)
+    config = replace(tracr_config(args.ablation), **overrides) if overrides else None
+    shown = replace(tracr_config(args.ablation), **overrides)
     print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
           f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size},"
-          f" samples {shown.score_samples}, gate {shown.score_gate}, temperature {shown.gate_temperature:.3g}"
+          f" samples {shown.score_samples}, gate {shown.score_gate}, temperature {shown.gate_temperature:.3g},"
+          f" edge price ceiling {shown.max_edge_price or 'none'}"
           + (f"; overrides {overrides}" if overrides else "")
           + (f"; output_scale {args.output_scale}" if args.output_scale is not None else ""), flush=True)
     print(f"{'program':18s} {'seed':>4s} {'edges':>6s} {'truth':>5s} {'found':>5s} {'prec':>6s} {'recall':>6s}"

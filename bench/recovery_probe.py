@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from epverify import trainer  # noqa: E402
 from epverify.adapters.tracr import TracrAdapter  # noqa: E402
 from epverify.evaluate import evaluate  # noqa: E402
-from epverify.recover import TRACR_CONFIG, tracr_data  # noqa: E402
+from epverify.recover import tracr_config, tracr_data  # noqa: E402
 from epverify.tracr import zoo  # noqa: E402
 from epverify.tracr.ground_truth import TOLERANCE, Verifier, eliminate_in_list_order, structural_edges  # noqa: E402
 from epverify.tracr.model import CompiledModel  # noqa: E402
@@ -111,7 +111,7 @@ def trace(model: CompiledModel, ablation: str, seed: int) -> None:
 
     trainer.ScoreGradient.__call__ = recording
     torch.manual_seed(seed)
-    result = trainer.prune(adapter, tracr_data(model), replace(TRACR_CONFIG, ablation=ablation, seed=seed))
+    result = trainer.prune(adapter, tracr_data(model), replace(tracr_config(ablation), seed=seed))
     trainer.ScoreGradient.__call__ = estimate
     for step in range(25, len(result.history) + 1, 25):
         la, h = snapshots[step], result.history[step - 1]

@@ -27,6 +27,18 @@ from .trainer import PruneConfig, PruneData, prune
 TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=500, warmup_steps=250, lr=0.1, lambda_lr=0.01,
                            batch_size=64, estimator="score", score_samples=2, score_gate=3.0, score_decay=0.99,
                            adam_beta2=0.9, example_focus=0.1)
+# Zero ablation takes away an edge's whole signal, and a circuit's rarely used mechanism is then cheap (a 5-edge
+# chain worth 0.036 nats in shuffle_dyck): near-binary gates (temperature 0.1), 4 masks per row, a looser gate and
+# a slower descent give such edges their evidence before the pruning pressure reaches them, and the price of one
+# edge stops at 0.01 nats so that it cannot outgrow what an edge of a small graph is worth (docs/recovery.md,
+# cause 7). It costs about 2.5x the interchange defaults per program.
+TRACR_ZERO_CONFIG = replace(TRACR_CONFIG, gate_temperature=0.1, score_samples=4, score_gate=2.0, lr=0.05, steps=700,
+                            warmup_steps=350, max_edge_price=0.01)
+
+
+def tracr_config(ablation: str) -> PruneConfig:
+    """The recovery defaults for Tracr programs under this ablation (its `ablation` field set)."""
+    return replace(TRACR_ZERO_CONFIG if ablation == "zero" else TRACR_CONFIG, ablation=ablation)
 
 
 def tracr_data(model: CompiledModel) -> PruneData:
@@ -79,7 +91,7 @@ def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 
 
 def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneConfig | None) -> RecoveryReport:
     start = time.perf_counter()
-    config = replace(config or TRACR_CONFIG, ablation=ablation, seed=seed)
+    config = replace(config or tracr_config(ablation), ablation=ablation, seed=seed)
     if ablation not in compiled.ground_truth:
         compiled.ground_truth[ablation] = ground_truth(compiled, ablation)
     adapter = TracrAdapter(compiled)

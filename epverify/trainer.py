@@ -54,6 +54,12 @@ class PruneConfig:
     # Temperature beta of the hard-concrete gates (DESIGN: 2/3). Lower puts more of each gate's mass at exactly
     # 0 and 1 (the score estimator then explores circuits rather than scaled edges; see docs/recovery.md).
     gate_temperature: float = gates.BETA
+    # Ceiling on the sparsity term's pull on one edge, in units of the faithfulness loss (nats per position for
+    # KL): after each ascent step the lambdas are scaled down so that |lambda1 + 2 lambda2 (s - t)| / E stays at or
+    # below it (E edges). 0: no ceiling. With a target above 1 the Lagrangian never reaches its target and the price
+    # of an edge rises all run (to about 0.5 nats per edge on a 13-edge graph); the ceiling keeps every edge whose
+    # removal costs more than this (see docs/recovery.md).
+    max_edge_price: float = 0.0
 
     def validate(self) -> None:
         if not (0.0 <= self.target_sparsity <= 1.5) or math.isnan(self.target_sparsity):
@@ -73,6 +79,8 @@ class PruneConfig:
             raise EpverifyError(f"score_samples ({self.score_samples}) must be at least 2")
         if not 0.0 <= self.score_decay < 1.0 or not 0.0 <= self.adam_beta2 < 1.0:
             raise EpverifyError("score_decay and adam_beta2 must lie in [0, 1)")
+        if not self.max_edge_price >= 0.0:
+            raise EpverifyError(f"max_edge_price ({self.max_edge_price}) must be 0 (no ceiling) or positive")
         if not 0.0 < self.gate_temperature <= 10.0:
             raise EpverifyError(f"gate_temperature ({self.gate_temperature}) must lie in (0, 10]")
         if self.ablation not in engine.ABLATIONS:
@@ -401,6 +409,14 @@ class ExampleSampler:
         self.order, self.position = state["order"].clone(), state["position"]
 
 
+@torch.no_grad()
+def _cap_price(lambdas: torch.Tensor, gap: float, ceiling: float) -> None:
+    """Scale the lambdas down so that the sparsity term's slope |lambda1 + 2 lambda2 gap| is at most `ceiling`."""
+    slope = abs(float(lambdas[0]) + 2 * float(lambdas[1]) * gap)
+    if slope > ceiling:
+        lambdas.mul_(ceiling / slope)
+
+
 FOCUS_TOLERANCE = 1e-6  # an example whose empty-circuit loss per position is below this counts as reproduced
 
 
@@ -517,6 +533,8 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
         last_good = [p.detach().clone() for p in (*params, lambdas)]
         mask_opt.step()
         lambda_opt.step()
+        if config.max_edge_price > 0:
+            _cap_price(lambdas, gap.detach().item(), config.max_edge_price * graph.num_edges)
         if not all(torch.isfinite(p).all() for p in (*params, lambdas)):
             with torch.no_grad():
                 for p, good in zip((*params, lambdas), last_good):

@@ -36,6 +36,12 @@ def test_gate_temperature_out_of_range_is_rejected(beta):
         _config(gate_temperature=beta).validate()
 
 
+@pytest.mark.parametrize("price", [-0.01, math.nan])
+def test_negative_edge_price_ceiling_is_rejected(price):
+    with pytest.raises(EpverifyError, match=r"max_edge_price .* 0 \(no ceiling\) or positive"):
+        _config(max_edge_price=price).validate()
+
+
 def test_clean_and_corrupted_of_different_shapes_are_rejected():
     ids = torch.zeros(4, 5, dtype=torch.long)
     with pytest.raises(EpverifyError, match="same shape"):

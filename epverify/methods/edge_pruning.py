@@ -1,9 +1,9 @@
 """Edge Pruning (Bhaskar et al. 2024) in the methods' interface: `trainer.prune`, then `Circuit.from_masks`.
 
 Scores are the trained edge log-alphas (an edge is kept when its log-alpha is positive, before dangling
-edges are dropped). Without a config, Tracr models get the recovery defaults (`recover.TRACR_CONFIG`) and
-other models `PruneConfig()`'s paper defaults (3,000 steps); the config's ablation and seed are replaced by
-the arguments.
+edges are dropped). Without a config, Tracr models get the recovery defaults of the ablation
+(`recover.tracr_config`) and other models `PruneConfig()`'s paper defaults (3,000 steps); the config's ablation
+and seed are replaced by the arguments.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from ..trainer import PruneConfig, PruneData, prune
 from .base import MethodResult
 
 
-def default_config(adapter) -> PruneConfig:
+def default_config(adapter, ablation: str = "interchange") -> PruneConfig:
     from ..adapters.tracr import TracrAdapter
 
     if isinstance(adapter, TracrAdapter):
-        from ..recover import TRACR_CONFIG
+        from ..recover import tracr_config
 
-        return TRACR_CONFIG
+        return tracr_config(ablation)
     return PruneConfig()
 
 
@@ -34,7 +34,7 @@ def edge_pruning(model, data: PruneData, ablation: str = "interchange", config: 
     """Train edge masks on `data` and extract the circuit."""
     start = time.perf_counter()
     adapter = as_adapter(model)
-    config = replace(config or default_config(adapter), ablation=ablation, seed=seed)
+    config = replace(config or default_config(adapter, ablation), ablation=ablation, seed=seed)
     torch.manual_seed(seed)
     result = prune(adapter, data, config)
     circuit = Circuit.from_masks(adapter.graph, result.edge_log_alpha, result.node_log_alpha,
