@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ground truth. Exits 0 only when every program is recovered exactly.")
     p.add_argument("program", help="a shipped program name, 'all', or FILE.py:FUNCTION returning a RASP program")
     p.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean"],
-                   help="the ablation whose ground truth is compared")
+                   help="the ablation whose ground truth is compared; it also picks the training defaults"
+                        " (zero ablation: a slower schedule, docs/recovery.md)")
     p.add_argument("--json", metavar="PATH", help="also write the reports as JSON")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--vocab", help="FILE.py:FUNCTION only: comma-separated input tokens")
