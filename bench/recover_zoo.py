@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     programs = zoo.names() if args.programs == "all" else [p.strip() for p in args.programs.split(",")]
     overrides = _parse_set(args.set)
-    config = replace(tracr_config(args.ablation), **overrides) if overrides else None
     shown = replace(tracr_config(args.ablation), **overrides)
+    config = shown if overrides else None  # None: recover() picks the ablation's defaults itself
     print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
           f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size},"
           f" samples {shown.score_samples}, gate {shown.score_gate}, temperature {shown.gate_temperature:.3g},"

@@ -9,16 +9,16 @@ import torch
 
 import epverify
 from epverify.pytest_plugin import method_edges, recovery_results
-from epverify.recover import TRACR_CONFIG
+from epverify.recover import tracr_config
 
 SMALL = ["count", "hist", "shift_by"]
 
 
 def edge_pruning(masked, data, ablation):
-    """Edge Pruning through the protocol: train masks with the recovery defaults; the log-alphas are the
-    scores (an edge is kept when its log-alpha is > 0), exactly what `epverify.recover` does."""
+    """Edge Pruning through the protocol: train masks with the ablation's recovery defaults; the log-alphas are
+    the scores (an edge is kept when its log-alpha is > 0), exactly what `epverify.recover` does."""
     torch.manual_seed(0)
-    result = epverify.prune(masked.adapter, data, replace(TRACR_CONFIG, ablation=ablation, seed=0))
+    result = epverify.prune(masked.adapter, data, replace(tracr_config(ablation), seed=0))
     return result.edge_log_alpha
 
 
