@@ -7,6 +7,12 @@ swapped). Then dangling edges are dropped: an edge whose reader feeds no writer 
 kept edges, and, under interchange and resample ablation, an edge whose writer no input reaches through kept
 edges (there such a writer outputs exactly its ablated value; see `prune_dangling`). The count of dropped edges
 is reported.
+
+Optionally (`epverify.evaluate.drop_redundant`; on by default for Tracr programs), a last pass over the model
+removes the edges the deterministic circuit does not need: in ascending order of log-alpha, an edge is removed
+when the circuit without it is as faithful as the extracted one, within a tolerance. Stochastic gates make an
+edge that duplicates a kept route worth something in training (it stands in when that route's gate is sampled
+shut); the binary circuit has no such use for it. The count is reported as `dropped_redundant`.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class Circuit:
     # Optional per-edge scores, kept or not (e.g. `epverify.export.mask_scores`, or an attribution score from
     # another tool); empty when the circuit is only an edge set. Written as "scores": [[w, r, s], ...].
     scores: dict[tuple[str, str], float] = field(default_factory=dict)
+    dropped_redundant: int = 0  # removed by `epverify.evaluate.drop_redundant`
 
     @property
     def nodes(self) -> list[str]:
@@ -113,6 +120,7 @@ class Circuit:
             "total_edges": self.total_edges,
             "sparsity": self.sparsity,
             "dropped_dangling": self.dropped_dangling,
+            "dropped_redundant": self.dropped_redundant,
             "metrics": self.metrics,
             **({"scores": [[w, r, s] for (w, r), s in self.scores.items()]} if self.scores else {}),
         }
@@ -134,7 +142,8 @@ class Circuit:
             edges = [(str(w), str(r)) for w, r in data["edges"]]
             scores = {(str(w), str(r)): float(s) for w, r, s in data.get("scores", [])}
             return cls(edges, int(data["total_edges"]), data.get("model", {}), data.get("ablation", "interchange"),
-                       data.get("metrics", {}), int(data.get("dropped_dangling", 0)), scores)
+                       data.get("metrics", {}), int(data.get("dropped_dangling", 0)), scores,
+                       int(data.get("dropped_redundant", 0)))
         except (KeyError, TypeError, ValueError) as err:
             raise EpverifyError(f"{source}: malformed circuit ({err!r}); expected edges as [writer, reader] pairs"
                                 " and scores as [writer, reader, score] triples") from None

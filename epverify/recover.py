@@ -14,7 +14,7 @@ import torch
 from .adapters.tracr import TracrAdapter
 from .checks import flag_empty
 from .circuit import Circuit
-from .evaluate import evaluate, roc_auc
+from .evaluate import drop_redundant, evaluate, roc_auc
 from .tracr.data import dataset
 from .tracr.ground_truth import ground_truth, matching_truth
 from .tracr.model import CompiledModel
@@ -32,8 +32,14 @@ TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=500, warmup_steps=250, lr
 # a slower descent give such edges their evidence before the pruning pressure reaches them, and the price of one
 # edge stops at 0.01 nats so that it cannot outgrow what an edge of a small graph is worth (docs/recovery.md,
 # cause 7). It costs about 2.5x the interchange defaults per program.
+# Edges that matter on few rows get their evidence in bursts (shuffle_dyck2's `a0.h0 > m0`: 6 of 340 inputs), so
+# the gate does not let the price push down an edge whose running estimate outweighs it (`score_hold`).
 TRACR_ZERO_CONFIG = replace(TRACR_CONFIG, gate_temperature=0.1, score_samples=4, score_gate=2.0, lr=0.05, steps=700,
-                            warmup_steps=350, max_edge_price=0.01)
+                            warmup_steps=350, max_edge_price=0.01, score_hold=True)
+# The circuit's last extraction step drops edges the binary circuit does not need (`evaluate.drop_redundant`): an
+# edge goes when the loss rises by at most this much. The least any ground-truth edge of the zoo is worth is
+# 1.7e-4 nats per position (shuffle_dyck2, zero ablation); float noise on a faithful circuit's loss is below 1e-7.
+REDUNDANT_TOLERANCE = 1e-6
 
 
 def tracr_config(ablation: str) -> PruneConfig:
@@ -67,6 +73,7 @@ class RecoveryReport:
     steps: int
     seconds: float
     dropped_dangling: int
+    dropped_redundant: int
     empty: bool = False  # no edge survived extraction (see epverify.checks.flag_empty)
 
     def to_dict(self) -> dict:
@@ -100,6 +107,7 @@ def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneCon
     torch.manual_seed(seed)
     result = prune(adapter, data, config)
     circuit = Circuit.from_masks(graph, result.edge_log_alpha, model=adapter.summary(), ablation=ablation)
+    circuit = drop_redundant(adapter, data, circuit, result.edge_log_alpha, ablation, REDUNDANT_TOLERANCE)
     if compiled.ground_truth[ablation]["edges"]:
         empty = flag_empty(circuit, config.target_sparsity, context=f"{compiled.name} ({ablation} ablation)")
     else:  # the ground truth itself is empty: an empty circuit is the right answer, not a warning
@@ -125,6 +133,7 @@ def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneCon
         steps=config.steps,
         seconds=time.perf_counter() - start,
         dropped_dangling=circuit.dropped_dangling,
+        dropped_redundant=circuit.dropped_redundant,
         empty=empty,
     )
 

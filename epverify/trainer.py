@@ -45,6 +45,9 @@ class PruneConfig:
     # standard errors from zero (0: always); the running statistics decay by `score_decay` per step.
     score_gate: float = 0.0
     score_decay: float = 0.95
+    # Score estimator with a gate only: an edge whose gate is closed is not pushed down by the sparsity term while
+    # its running estimate says that keeping it is worth more than that push (rare evidence: docs/recovery.md).
+    score_hold: bool = False
     score_samples: int = 2  # independent masks per example (each one's baseline is the mean of the others)
     # Example sampling: 1 draws batches uniformly. Below 1, examples whose output the empty circuit (every edge
     # ablated) already reproduces are drawn this much less often than the others, and every example's loss is
@@ -79,6 +82,9 @@ class PruneConfig:
             raise EpverifyError(f"score_samples ({self.score_samples}) must be at least 2")
         if not 0.0 <= self.score_decay < 1.0 or not 0.0 <= self.adam_beta2 < 1.0:
             raise EpverifyError("score_decay and adam_beta2 must lie in [0, 1)")
+        if self.score_hold and (self.estimator != "score" or not self.score_gate > 0):
+            raise EpverifyError("score_hold acts on the score estimator's gate: set estimator='score' and a"
+                                " score_gate above 0, or score_hold=False")
         if not self.max_edge_price >= 0.0:
             raise EpverifyError(f"max_edge_price ({self.max_edge_price}) must be 0 (no ceiling) or positive")
         if not 0.0 < self.gate_temperature <= 10.0:
@@ -316,6 +322,7 @@ class ScoreGradient:
         self.var = [torch.zeros(n) for n in sizes]
         self.steps = 0
         self.open_fraction = 0.0
+        self.closed: list[torch.Tensor] = []  # this step, per tensor: where the gate held the estimate back
 
     def __call__(self, adapter, data, loss_fn, ablated_for, index, scale, log_alphas, gen):
         """Returns (faithfulness of the sampled circuits, [gradient estimate per log-alpha tensor]).
@@ -335,7 +342,7 @@ class ScoreGradient:
             baseline = (per.sum(0, keepdim=True) - per) / (k - 1)  # the example's other samples: independent
             advantage = (per - baseline) * scale / k  # (k, B)
             self.steps += 1
-            grads, opened = [], 0
+            grads, opened, self.closed = [], 0, []
             for j, (la, u) in enumerate(zip(log_alphas, noise)):
                 w = _score(la, u, self.beta).view(k, b, -1)
                 terms = (advantage[:, :, None] * w).sum(0)  # (B, n): one independent term per example
@@ -349,9 +356,22 @@ class ScoreGradient:
                     is_open = (self.mean[j] / correction).abs() > self.gate * stderr
                     grad = grad * is_open
                     opened += int(is_open.sum())
+                    self.closed.append(~is_open)
                 grads.append(grad)
             self.open_fraction = opened / sum(la.shape[0] for la in log_alphas)
         return faithfulness, grads
+
+    @torch.no_grad()
+    def hold(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """After the backward (a log-alpha's gradient is then the estimate passed on plus the sparsity term's):
+        zero the gradient of every edge whose gate is closed while its running estimate, though not significant,
+        outweighs the sparsity term's push down. Such an edge matters on rare rows (evidence arrives in bursts
+        and the gate closes between them); without the hold, Adam moves it down at close to its full step
+        whatever the size of the push."""
+        correction = 1 - self.decay**self.steps
+        for p, g, closed, mean in zip(params, grads, self.closed, self.mean):
+            push = p.grad - g  # what the sparsity term alone asks (positive: prune)
+            p.grad[closed & (push > 0) & (mean / correction + push < 0)] = 0.0
 
     def state_dict(self) -> dict:
         return {"mean": self.mean, "var": self.var, "steps": self.steps, "open_fraction": self.open_fraction}
@@ -530,6 +550,8 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig, progress=None,
         lambda_opt.zero_grad()
         loss.backward()
         faithfulness = parallel.average_gradients([*params, lambdas], faithfulness)
+        if config.score_hold:
+            score.hold(params, grads)
         last_good = [p.detach().clone() for p in (*params, lambdas)]
         mask_opt.step()
         lambda_opt.step()

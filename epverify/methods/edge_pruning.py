@@ -3,7 +3,8 @@
 Scores are the trained edge log-alphas (an edge is kept when its log-alpha is positive, before dangling
 edges are dropped). Without a config, Tracr models get the recovery defaults of the ablation
 (`recover.tracr_config`) and other models `PruneConfig()`'s paper defaults (3,000 steps); the config's ablation
-and seed are replaced by the arguments.
+and seed are replaced by the arguments. For Tracr models the circuit then loses the edges the binary circuit
+does not need, as in `recover` (`evaluate.drop_redundant`, tolerance `recover.REDUNDANT_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import replace
 import torch
 
 from ..circuit import Circuit
+from ..evaluate import drop_redundant
 from ..metrics import as_adapter
 from ..trainer import PruneConfig, PruneData, prune
 from .base import MethodResult
@@ -29,6 +31,17 @@ def default_config(adapter, ablation: str = "interchange") -> PruneConfig:
     return PruneConfig()
 
 
+def redundant_tolerance(adapter) -> float | None:
+    """The tolerance of the redundancy pass: `recover`'s for Tracr models, none (no pass) for other models."""
+    from ..adapters.tracr import TracrAdapter
+
+    if isinstance(adapter, TracrAdapter):
+        from ..recover import REDUNDANT_TOLERANCE
+
+        return REDUNDANT_TOLERANCE
+    return None
+
+
 def edge_pruning(model, data: PruneData, ablation: str = "interchange", config: PruneConfig | None = None,
                  seed: int = 0) -> MethodResult:
     """Train edge masks on `data` and extract the circuit."""
@@ -39,6 +52,9 @@ def edge_pruning(model, data: PruneData, ablation: str = "interchange", config: 
     result = prune(adapter, data, config)
     circuit = Circuit.from_masks(adapter.graph, result.edge_log_alpha, result.node_log_alpha,
                                  model=adapter.summary(), ablation=ablation)
+    tolerance = redundant_tolerance(adapter)
+    if tolerance is not None:
+        circuit = drop_redundant(adapter, data, circuit, result.edge_log_alpha, ablation, tolerance)
     scores = result.edge_log_alpha.detach().double().cpu()
     return MethodResult("edge-pruning", scores, adapter.graph, ablation, circuit=circuit,
                         seconds=time.perf_counter() - start,
