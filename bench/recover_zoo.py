@@ -82,11 +82,11 @@ def main(argv=None) -> int:
     print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
           f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size},"
           f" samples {shown.score_samples}, gate {shown.score_gate}, temperature {shown.gate_temperature:.3g},"
-          f" edge price ceiling {shown.max_edge_price or 'none'}"
+          f" edge price ceiling {shown.max_edge_price or 'none'}, hold {shown.score_hold}"
           + (f"; overrides {overrides}" if overrides else "")
           + (f"; output_scale {args.output_scale}" if args.output_scale is not None else ""), flush=True)
     print(f"{'program':18s} {'seed':>4s} {'edges':>6s} {'truth':>5s} {'found':>5s} {'prec':>6s} {'recall':>6s}"
-          f" {'loss':>9s} {'acc':>6s} {'sec':>6s}  result", flush=True)
+          f" {'redund':>6s} {'loss':>9s} {'acc':>6s} {'sec':>6s}  result", flush=True)
 
     start = time.perf_counter()
     reports, exact = [], {}
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                 missing, extra = sorted(truth - found), sorted(found - truth)
                 detail = _listing("missing", missing) + _listing("extra", extra)
             print(f"{name:18s} {seed:4d} {r.total_edges:6d} {len(truth):5d} {len(found):5d} {r.precision:6.3f}"
-                  f" {r.recall:6.3f} {r.faithfulness:9.2e} {r.accuracy:6.3f} {r.seconds:6.1f}  "
+                  f" {r.recall:6.3f} {r.dropped_redundant:6d} {r.faithfulness:9.2e} {r.accuracy:6.3f} {r.seconds:6.1f}  "
                   f"{'exact' if r.exact else 'NO'}{detail}", flush=True)
         seed_wall[seed] = time.perf_counter() - seed_start
     wall = time.perf_counter() - start
