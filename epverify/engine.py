@@ -271,8 +271,8 @@ class DeltaStack:
                 n, e, d = group.out_weight.shape
                 weight = group.out_weight.to(grad.dtype).flatten(0, 1)  # (H*e, d)
                 folded = torch.mm(grad.view(-1, d), weight.t()).view(b, -1, n, e)  # (b, T, H, e)
-                folded = folded * z.reshape(-1, 1, n, 1)  # z: (1, H) or (b, 1, H)
-                group.grad[:, rows] += folded.permute(2, 0, 1, 3)
+                scale = z.reshape(-1, n).t().reshape(n, -1, 1, 1)  # z: (1, H) or (b, 1, H) -> (H, 1 or b, 1, 1)
+                group.grad[:, rows].addcmul_(folded.permute(2, 0, 1, 3), scale)
                 continue
             target = group.grad[:, rows].flatten(1, 2)  # (n, b*T, d or e), a view
             if z.dim() == 2:  # one mask for the batch: one product over every row
@@ -309,7 +309,8 @@ class _Push(torch.autograd.Function):
             heads_first = delta.transpose(0, 1).reshape(h, -1, width)
             torch.bmm(heads_first, group.out_weight.to(delta.dtype), out=rows.view(h, -1, rows.shape[-1]))
         ctx.stack, ctx.index, ctx.dtype, ctx.shape = stack, index, delta.dtype, delta.shape
-        return delta.new_zeros(0)
+        ctx.set_materialize_grads(False)  # the token's gradient is always None: nothing to build
+        return delta.new_empty(0)
 
     @staticmethod
     def backward(ctx, _token_grad):
@@ -364,8 +365,9 @@ class _Mix(torch.autograd.Function):
             grad_base = grad_out.sum(0)
         if any(ctx.needs_input_grad[4:]):
             stack.accumulate(masks, g, ctx.rows)
-        empty = [grad_out.new_zeros(0) for _ in range(ctx.n_tokens)]
-        return (grad_masks, grad_base, None, None, *empty)
+        # The tokens carry no gradient (None: nothing to allocate or for autograd to sum): they only order the
+        # pushes' backward after this one.
+        return (grad_masks, grad_base, None, None, *[None] * ctx.n_tokens)
 
 
 def masked_run(
