@@ -25,6 +25,7 @@ from .errors import EpverifyError
 ABLATIONS = ("interchange", "zero", "mean", "resample")
 READER_CHUNK_BYTES = 512 * 2**20  # attention readers are mixed and normed in batch chunks of about this size
 PER_EXAMPLE_DIRECT = 4096  # per-example mixes write straight into reader-major layout from rows this long (T*d)
+FOLD_CHUNK_BYTES = 128 * 2**20  # a reader group's gradient is folded into head space this many bytes at a time
 
 
 @dataclass
@@ -193,14 +194,14 @@ def expand_record(record: Record, batch: int, seq: int) -> Record:
 class _Group:
     """Writers pushed together: the embeddings, a layer's heads, or a layer's MLP."""
 
-    start: int
+    start: int  # first row in the stack
     n: int
     out_weight: torch.Tensor | None  # heads: (H, head_dim, d), their gradient is kept in head space
-    grad: torch.Tensor | None = None  # float32, (n, B, T, d) for dense groups, (H, B, T, head_dim) for heads
+    grad_start: int | None  # first row in its gradient buffer; None when its deltas need no gradient
 
 
 class DeltaStack:
-    """One preallocated stack of writer deltas, shared by every reader, with gradients accumulated per group.
+    """One preallocated stack of writer deltas, shared by every reader, with gradients accumulated per writer.
 
     Autograd sees two operations: `push` (a writer group's deltas enter the stack; returns a token) and `mix`
     (a reader group's inputs from its mask block and the tokens of its upstream writers). Passing the tokens makes
@@ -210,9 +211,13 @@ class DeltaStack:
     upstream prefix of a chunk of batch rows is a (W_up, b*T*d) matrix with a row stride, so a reader group's
     inputs are one matrix product (one per example for per-example masks) written straight into the
     reader-major layout the readers consume, and its gradients come back the same way, with no copies or
-    transposes of the stack. Gradients accumulate in float32 per group; a heads group keeps them before the output
-    projection (H, B, T, head_dim), folding each reader group's contribution through the projection, so the
-    gradient side is about 1/H of the stack.
+    transposes of the stack. Gradients accumulate in float32, in two buffers allocated at the first accumulation:
+    one for the writers that write in d space (MLPs, embeddings), and one for the heads, kept before the output
+    projection (H per layer, B, T, head_dim), folding each reader group's contribution through the projection, so
+    that side is about 1/H of the stack. Writers whose deltas need no gradient (the embeddings: no mask acts
+    before them) get no rows. Each buffer takes a reader group's contribution to all its upstream writers at once
+    (for the heads, in chunks of layers of at most FOLD_CHUNK_BYTES of intermediates), so the number of products
+    per reader group does not grow with the depth of the model.
     """
 
     def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
@@ -220,6 +225,8 @@ class DeltaStack:
         self.groups: list[_Group] = []
         self.filled = 0
         self.tokens: list[torch.Tensor] = []
+        self.dense_grad: torch.Tensor | None = None  # float32 (rows, B, T, d)
+        self.head_grad: torch.Tensor | None = None  # float32 (rows, B, T, head_dim)
 
     def release(self) -> None:
         """Drop the buffers once nothing will read them (no backward to come)."""
@@ -228,15 +235,25 @@ class DeltaStack:
 
     def push(self, delta: torch.Tensor) -> None:
         """Append deltas (n, B, T, d) of the next writers in writer order."""
-        self.groups.append(_Group(self.filled, delta.shape[0], None))
-        self.tokens.append(_Push.apply(delta, self, len(self.groups) - 1))
-        self.filled += delta.shape[0]
+        self._push(delta, delta.shape[0], None)
 
     def push_heads(self, head_delta: torch.Tensor, out_weight: torch.Tensor) -> None:
         """Append a layer's heads from their deltas before projection (B, H, T, e) and weights (H, e, d)."""
-        self.groups.append(_Group(self.filled, head_delta.shape[1], out_weight))
-        self.tokens.append(_Push.apply(head_delta, self, len(self.groups) - 1))
-        self.filled += head_delta.shape[1]
+        self._push(head_delta, head_delta.shape[1], out_weight)
+
+    def _push(self, delta: torch.Tensor, n: int, out_weight: torch.Tensor | None) -> None:
+        grad_start = None
+        if delta.requires_grad:
+            same_kind = self._with_grad(out_weight is not None)
+            grad_start = sum(g.n for g in same_kind)
+        self.groups.append(_Group(self.filled, n, out_weight, grad_start))
+        self.tokens.append(_Push.apply(delta, self, len(self.groups) - 1))
+        self.filled += n
+
+    def _with_grad(self, heads: bool, n_up: int | None = None) -> list[_Group]:
+        """The groups with gradient rows in the heads' buffer (heads) or the dense one, of the first n_up writers."""
+        return [g for g in self.groups if g.grad_start is not None and (g.out_weight is not None) == heads
+                and (n_up is None or g.start < n_up)]
 
     def mix(self, masks: torch.Tensor, tokens: list[torch.Tensor] | None = None, rows: slice = slice(None),
             base: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,35 +271,76 @@ class DeltaStack:
         return self.values[:n_up, rows].flatten(2)
 
     def accumulate(self, masks: torch.Tensor, grad: torch.Tensor, rows: slice) -> None:
-        """Add a reader group's gradient (R, b, T*d), weighted by its masks, into each upstream group's rows."""
+        """Add a reader group's gradient (R, b, T*d), weighted by its masks ([b,] R, W_up), into the gradient rows
+        of its upstream writers: one product for the dense writers, and per chunk of head layers one product and
+        one fold through their output projections."""
+        shape = self.values.shape  # (W, B, T, d)
+        if self.dense_grad is None:
+            def buffer(groups, width):
+                rows_needed = sum(g.n for g in groups)
+                return torch.zeros(rows_needed, *shape[1:-1], width, dtype=torch.float32, device=grad.device)
+
+            heads = self._with_grad(True)
+            self.dense_grad = buffer(self._with_grad(False), shape[-1])
+            self.head_grad = buffer(heads, heads[0].out_weight.shape[1] if heads else 0)
         n_up = masks.shape[-1]
+        z = masks.to(grad.dtype)
         n_readers, b = grad.shape[:2]
-        shape = self.values.shape
-        for group in self.groups:
-            if group.start >= n_up:
-                break
-            z = masks[..., group.start : group.start + group.n].to(grad.dtype)  # ([b,] R, n)
-            heads = group.out_weight is not None
-            if group.grad is None:
-                width = group.out_weight.shape[1] if heads else shape[-1]
-                group.grad = torch.zeros(group.n, *shape[1:-1], width, dtype=torch.float32, device=grad.device)
-            if heads and n_readers == 1:  # an MLP or the output: project its gradient once through every head,
-                # (b*T, d) @ (d, H*e), and scale each head by its mask (no (H, b*T, d) outer product to fold)
-                n, e, d = group.out_weight.shape
-                weight = group.out_weight.to(grad.dtype).flatten(0, 1)  # (H*e, d)
-                folded = torch.mm(grad.view(-1, d), weight.t()).view(b, -1, n, e)  # (b, T, H, e)
-                scale = z.reshape(-1, n).t().reshape(n, -1, 1, 1)  # z: (1, H) or (b, 1, H) -> (H, 1 or b, 1, 1)
-                group.grad[:, rows].addcmul_(folded.permute(2, 0, 1, 3), scale)
-                continue
-            target = group.grad[:, rows].flatten(1, 2)  # (n, b*T, d or e), a view
-            if z.dim() == 2:  # one mask for the batch: one product over every row
-                part = torch.mm(z.t(), grad.view(n_readers, -1))  # (n, b*T*d)
-            else:  # per example: (b, n, R) @ (b, R, T*d), as (n, b, T*d)
-                part = _per_example_product(z.transpose(1, 2), grad.transpose(0, 1))
-            part = part.view(group.n, -1, shape[-1])  # (n, b*T, d)
-            if heads:  # fold into head space: (n, b*T, d) @ (n, d, e) -> (n, b*T, e)
-                part = torch.bmm(part, group.out_weight.to(part.dtype).transpose(1, 2))
-            target += part
+        dense = self._with_grad(False, n_up)
+        if dense:  # no fold: one product, straight into the buffer
+            n = sum(g.n for g in dense)
+            _add_mixed(self.dense_grad[:n, rows].flatten(1), _columns(z, dense), grad)
+        heads = self._with_grad(True, n_up)
+        n_heads, e, d = (heads[0].out_weight.shape if heads else (0, 0, 0))
+        # per head, the intermediate of its fold: the mixed gradient in d space, or with one reader the gradient
+        # projected into the head's space; and the head's slice of the weights, concatenated per chunk
+        row_bytes = (b * shape[2] * (d if n_readers > 1 else e) + e * d) * grad.element_size()
+        per_chunk = max(1, FOLD_CHUNK_BYTES // (row_bytes * n_heads))
+        for first in range(0, len(heads), per_chunk):
+            chunk = heads[first : first + per_chunk]
+            n = len(chunk) * n_heads
+            start = chunk[0].grad_start
+            target = self.head_grad[start : start + n, rows]  # (n, b, T, e), a view
+            weight = torch.cat([g.out_weight for g in chunk]) if len(chunk) > 1 else chunk[0].out_weight
+            weight = weight.to(grad.dtype)  # (n, e, d)
+            z_chunk = _columns(z, chunk)  # ([b,] R, n)
+            if n_readers == 1:  # an MLP or the output: project its gradient once through every head,
+                # (b*T, d) @ (d, n*e), and scale each head by its mask (no (n, b*T, d) outer product to fold)
+                folded = torch.mm(grad.view(-1, d), weight.flatten(0, 1).t()).view(b, -1, n, e)  # (b, T, n, e)
+                scale = z_chunk.reshape(-1, n).t().reshape(n, -1, 1, 1)  # (n, 1 or b, 1, 1)
+                target.addcmul_(folded.permute(2, 0, 1, 3), scale)
+            else:  # mix in d space, (n, b*T, d), then fold: (n, b*T, d) @ (n, d, e) -> (n, b*T, e)
+                part = _mixed(z_chunk, grad).view(n, -1, d)
+                _add_product(target.flatten(1, 2), part, weight.transpose(1, 2))
+
+
+def _columns(z: torch.Tensor, groups: list[_Group]) -> torch.Tensor:
+    """The mask columns ([b,] R, n) of the writers of `groups`, in order."""
+    pieces = [z[..., g.start : g.start + g.n] for g in groups]
+    return torch.cat(pieces, -1) if len(pieces) > 1 else pieces[0]
+
+
+def _mixed(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Per writer, its readers' gradients weighted by their masks: z ([b,] R, n), grad (R, b, X) -> (n, b*X)."""
+    if z.dim() == 2:  # one mask for the batch: one product over every row
+        return torch.mm(z.t(), grad.view(grad.shape[0], -1))
+    return _per_example_product(z.transpose(1, 2), grad.transpose(0, 1)).flatten(1)
+
+
+def _add_mixed(target: torch.Tensor, z: torch.Tensor, grad: torch.Tensor) -> None:
+    """target (n, b*X) += _mixed(z, grad), in place in the product when the dtypes allow it (no intermediate)."""
+    if z.dim() == 2 and target.dtype == grad.dtype:
+        target.addmm_(z.t(), grad.view(grad.shape[0], -1))
+    else:
+        target += _mixed(z, grad)
+
+
+def _add_product(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """target (n, x, y) += a (n, x, k) @ b (n, k, y), in place in the product when the dtypes allow it."""
+    if target.dtype == a.dtype:
+        target.baddbmm_(a, b)
+    else:
+        target += torch.bmm(a, b)
 
 
 def _per_example_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -316,10 +374,12 @@ class _Push(torch.autograd.Function):
     def backward(ctx, _token_grad):
         stack, ctx.stack = ctx.stack, None  # let the stack go as the backward proceeds
         group = stack.groups[ctx.index]
-        grad, group.grad = group.grad, None
-        if grad is None:  # no reader downstream needed a gradient
+        heads = group.out_weight is not None
+        buffer = stack.head_grad if heads else stack.dense_grad
+        if buffer is None:  # no reader downstream needed a gradient
             return torch.zeros(ctx.shape, dtype=ctx.dtype, device=stack.values.device), None, None
-        if group.out_weight is not None:
+        grad = buffer[group.grad_start : group.grad_start + group.n]
+        if heads:
             grad = grad.transpose(0, 1)  # (B, H, T, e), the layout pushed
         return grad.to(ctx.dtype), None, None
 
