@@ -25,7 +25,6 @@ from .errors import EpverifyError
 ABLATIONS = ("interchange", "zero", "mean", "resample")
 READER_CHUNK_BYTES = 512 * 2**20  # attention readers are mixed and normed in batch chunks of about this size
 PER_EXAMPLE_DIRECT = 4096  # per-example mixes write straight into reader-major layout from rows this long (T*d)
-FOLD_CHUNK_BYTES = 128 * 2**20  # a reader group's gradient is folded into head space this many bytes at a time
 
 
 @dataclass
@@ -215,13 +214,15 @@ class DeltaStack:
     one for the writers that write in d space (MLPs, embeddings), and one for the heads, kept before the output
     projection (H per layer, B, T, head_dim), folding each reader group's contribution through the projection, so
     that side is about 1/H of the stack. Writers whose deltas need no gradient (the embeddings: no mask acts
-    before them) get no rows. Each buffer takes a reader group's contribution to all its upstream writers at once
-    (for the heads, in chunks of layers of at most FOLD_CHUNK_BYTES of intermediates), so the number of products
-    per reader group does not grow with the depth of the model.
+    before them) get no rows. A reader group's contribution reaches its upstream writers in chunks of layers whose
+    intermediates fit in `fold_bytes` (at least one layer): one product for the dense writers and one product and
+    one fold for the heads per chunk, rather than one or two per upstream group.
     """
 
-    def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                 fold_bytes: int):
         self.values = torch.empty(n_writers, *shape, dtype=dtype, device=device)  # (W, B, T, d)
+        self.fold_bytes = fold_bytes
         self.groups: list[_Group] = []
         self.filled = 0
         self.tokens: list[torch.Tensor] = []
@@ -272,35 +273,34 @@ class DeltaStack:
 
     def accumulate(self, masks: torch.Tensor, grad: torch.Tensor, rows: slice) -> None:
         """Add a reader group's gradient (R, b, T*d), weighted by its masks ([b,] R, W_up), into the gradient rows
-        of its upstream writers: one product for the dense writers, and per chunk of head layers one product and
-        one fold through their output projections."""
-        shape = self.values.shape  # (W, B, T, d)
+        of its upstream writers: per chunk of upstream groups, one product for the dense writers, and one product
+        and one fold through the output projections for the heads."""
         if self.dense_grad is None:
-            def buffer(groups, width):
-                rows_needed = sum(g.n for g in groups)
-                return torch.zeros(rows_needed, *shape[1:-1], width, dtype=torch.float32, device=grad.device)
-
-            heads = self._with_grad(True)
-            self.dense_grad = buffer(self._with_grad(False), shape[-1])
-            self.head_grad = buffer(heads, heads[0].out_weight.shape[1] if heads else 0)
+            self._allocate_grads(grad.device)
         n_up = masks.shape[-1]
         z = masks.to(grad.dtype)
         n_readers, b = grad.shape[:2]
-        dense = self._with_grad(False, n_up)
-        if dense:  # no fold: one product, straight into the buffer
-            n = sum(g.n for g in dense)
-            _add_mixed(self.dense_grad[:n, rows].flatten(1), _columns(z, dense), grad)
+        seq, d = self.values.shape[2:]
+        # Products add straight into the float32 buffers when the gradient is float32 too. Otherwise, and for the
+        # dense writers' per-example products, each is an intermediate of b*T*d per writer.
+        into_buffer = grad.dtype == torch.float32
+        dense_in_place = into_buffer and z.dim() == 2
+        dense_bytes = 0 if dense_in_place else b * seq * d * grad.element_size()
+        for chunk, target in self._chunks(self._with_grad(False, n_up), self.dense_grad, rows, dense_bytes):
+            target, z_chunk = target.flatten(1), _columns(z, chunk)  # (n, b*T*d), ([b,] R, n)
+            if dense_in_place:
+                target.addmm_(z_chunk.t(), grad.view(n_readers, -1))
+            else:
+                target += _mixed(z_chunk, grad)
         heads = self._with_grad(True, n_up)
-        n_heads, e, d = (heads[0].out_weight.shape if heads else (0, 0, 0))
-        # per head, the intermediate of its fold: the mixed gradient in d space, or with one reader the gradient
-        # projected into the head's space; and the head's slice of the weights, concatenated per chunk
-        row_bytes = (b * shape[2] * (d if n_readers > 1 else e) + e * d) * grad.element_size()
-        per_chunk = max(1, FOLD_CHUNK_BYTES // (row_bytes * n_heads))
-        for first in range(0, len(heads), per_chunk):
-            chunk = heads[first : first + per_chunk]
-            n = len(chunk) * n_heads
-            start = chunk[0].grad_start
-            target = self.head_grad[start : start + n, rows]  # (n, b, T, e), a view
+        if not heads:
+            return
+        e = heads[0].out_weight.shape[1]
+        # per head, the intermediate of its fold (the mixed gradient in d space, or with one reader the gradient
+        # projected into the head's space) and its slice of the output projection, concatenated per chunk
+        head_bytes = (b * seq * (d if n_readers > 1 else e) + e * d) * grad.element_size()
+        for chunk, target in self._chunks(heads, self.head_grad, rows, head_bytes):  # target (n, b, T, e)
+            n = target.shape[0]
             weight = torch.cat([g.out_weight for g in chunk]) if len(chunk) > 1 else chunk[0].out_weight
             weight = weight.to(grad.dtype)  # (n, e, d)
             z_chunk = _columns(z, chunk)  # ([b,] R, n)
@@ -310,8 +310,32 @@ class DeltaStack:
                 scale = z_chunk.reshape(-1, n).t().reshape(n, -1, 1, 1)  # (n, 1 or b, 1, 1)
                 target.addcmul_(folded.permute(2, 0, 1, 3), scale)
             else:  # mix in d space, (n, b*T, d), then fold: (n, b*T, d) @ (n, d, e) -> (n, b*T, e)
-                part = _mixed(z_chunk, grad).view(n, -1, d)
-                _add_product(target.flatten(1, 2), part, weight.transpose(1, 2))
+                part, target = _mixed(z_chunk, grad).view(n, -1, d), target.flatten(1, 2)
+                if into_buffer:
+                    target.baddbmm_(part, weight.transpose(1, 2))
+                else:
+                    target += torch.bmm(part, weight.transpose(1, 2))
+
+    def _allocate_grads(self, device: torch.device) -> None:
+        """Zeroed float32 gradient rows for every writer that needs them: dense (rows, B, T, d), heads (rows, B, T,
+        head_dim)."""
+        shape = self.values.shape[1:]  # (B, T, d)
+        heads = self._with_grad(True)
+        e = heads[0].out_weight.shape[1] if heads else 0
+        dense_rows, head_rows = sum(g.n for g in self._with_grad(False)), sum(g.n for g in heads)
+        self.dense_grad = torch.zeros(dense_rows, *shape, dtype=torch.float32, device=device)
+        self.head_grad = torch.zeros(head_rows, *shape[:-1], e, dtype=torch.float32, device=device)
+
+    def _chunks(self, groups: list[_Group], buffer: torch.Tensor, rows: slice, row_bytes: int):
+        """Consecutive groups whose intermediates take at most fold_bytes at row_bytes per writer (at least one
+        group), each with its rows of the gradient buffer for batch rows `rows` (a view)."""
+        if not groups:
+            return
+        per_chunk = max(1, self.fold_bytes // (row_bytes * groups[0].n)) if row_bytes else len(groups)
+        for first in range(0, len(groups), per_chunk):
+            chunk = groups[first : first + per_chunk]
+            start = chunk[0].grad_start
+            yield chunk, buffer[start : start + sum(g.n for g in chunk), rows]
 
 
 def _columns(z: torch.Tensor, groups: list[_Group]) -> torch.Tensor:
@@ -325,22 +349,6 @@ def _mixed(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     if z.dim() == 2:  # one mask for the batch: one product over every row
         return torch.mm(z.t(), grad.view(grad.shape[0], -1))
     return _per_example_product(z.transpose(1, 2), grad.transpose(0, 1)).flatten(1)
-
-
-def _add_mixed(target: torch.Tensor, z: torch.Tensor, grad: torch.Tensor) -> None:
-    """target (n, b*X) += _mixed(z, grad), in place in the product when the dtypes allow it (no intermediate)."""
-    if z.dim() == 2 and target.dtype == grad.dtype:
-        target.addmm_(z.t(), grad.view(grad.shape[0], -1))
-    else:
-        target += _mixed(z, grad)
-
-
-def _add_product(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """target (n, x, y) += a (n, x, k) @ b (n, k, y), in place in the product when the dtypes allow it."""
-    if target.dtype == a.dtype:
-        target.baddbmm_(a, b)
-    else:
-        target += torch.bmm(a, b)
 
 
 def _per_example_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -463,7 +471,6 @@ def masked_run(
             f"ablated run has batch shape {tuple(ablated.final.shape[:2])} but the input is {tuple(input_ids.shape)}"
             ": clean and corrupted batches must have the same shape"
         )
-    stack = DeltaStack(len(graph.writers), (batch, seq, adapter.d_model), adapter.dtype, adapter.device)
     lead = edge_mask.shape[:-1]  # () for one mask shared by the batch, (B,) for one mask per example
 
     def block(group) -> torch.Tensor:  # ([B,] R, W_up) masks of a reader group, node masks folded in
@@ -473,13 +480,17 @@ def masked_run(
             z = z * node_mask[..., None, : group.n_writers]
         return z
 
-    stack.push(adapter.embed(input_ids) - ablated.embeds)
     nq, nkv = adapter.n_heads, adapter.n_kv_heads
     # The attention readers are mixed, normed and attended a chunk of batch rows at a time (each chunk
     # recomputed in the backward when checkpointing), so only one chunk's reader inputs are alive at once.
     n_readers = nq + 2 * nkv
     row_bytes = n_readers * seq * adapter.d_model * 4  # one example's reader inputs, in float32 (norms upcast)
     rows_per_chunk = max(1, min(batch, READER_CHUNK_BYTES // row_bytes))
+    # The backward folds reader gradients into the writers' in intermediates no larger than one chunk's reader
+    # inputs: memory every layer's working set already holds, and frees before its readers' gradients are folded.
+    stack = DeltaStack(len(graph.writers), (batch, seq, adapter.d_model), adapter.dtype, adapter.device,
+                       fold_bytes=rows_per_chunk * row_bytes)
+    stack.push(adapter.embed(input_ids) - ablated.embeds)
 
     def attention_rows(layer, rows, z, *tokens):  # -> head deltas before projection (b, H, T, head_dim)
         x = stack.mix(z, list(tokens), rows, base=ablated.attn_in[layer][rows])  # (H + 2 Hkv, b, T, d)

@@ -4,6 +4,7 @@ import weakref
 
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from epverify import engine, oracle
 from epverify.adapters import wrap
@@ -145,9 +146,6 @@ def test_per_example_masks_node_masks_and_positions_match_plain_autograd(name):
 
 def _tiny_hf(family: str, dtype: torch.dtype):
     """A 3-layer Hugging Face model with several heads: grouped KV heads (llama), a parallel MLP (neox)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, \
-        LlamaForCausalLM
-
     torch.manual_seed(0)
     if family == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(n_layer=3, n_head=3, n_embd=24, n_positions=16, vocab_size=40))
@@ -163,14 +161,15 @@ def _tiny_hf(family: str, dtype: torch.dtype):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
 @pytest.mark.parametrize("per_example", [False, True])
-@pytest.mark.parametrize("fold_chunk_bytes", [engine.FOLD_CHUNK_BYTES, 1])
+@pytest.mark.parametrize("fold_bytes", [1, 2**40])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_hf_mask_gradients_equal_plain_autograd(family, per_example, fold_chunk_bytes, dtype, monkeypatch):
-    """Several heads per layer, whose gradients the stack folds through every upstream layer's output projection
-    at once or one layer at a time (fold_chunk_bytes 1), in the model's dtype (float32: in place in the float32
+def test_hf_mask_gradients_equal_plain_autograd(family, per_example, fold_bytes, dtype, monkeypatch):
+    """Several heads per layer, whose gradients the stack folds through the upstream layers' output projections
+    one layer at a time (fold_bytes 1) or all at once, in the model's dtype (float32: in place in the float32
     gradient buffers) or not (float64): the same mask gradients as autograd on the plain sum, to the precision of
     the float32 buffers."""
-    monkeypatch.setattr(engine, "FOLD_CHUNK_BYTES", fold_chunk_bytes)
+    make = engine.DeltaStack.__init__
+    monkeypatch.setattr(engine.DeltaStack, "__init__", lambda self, *shape, **_: make(self, *shape, fold_bytes))
     adapter = _tiny_hf(family, dtype)
     gen = torch.Generator().manual_seed(4)
     ids, corrupted_ids = torch.randint(0, 40, (2, 3, 5), generator=gen)
