@@ -4,6 +4,7 @@
     python bench/step.py --quick         # small shapes (used by the tests)
     python bench/step.py --cases gpt2-small-b8 --repeats 7
     python bench/step.py --device cuda   # on a GPU: the Hugging Face cases (Tracr models run on the CPU)
+    python bench/step.py --cases gpt2-small-b32 --count-ops --repeats 1 --no-memory   # ops dispatched per step
 
 A pruning step is what the trainer does per batch: the corrupted run (no grad; cached across steps when it fits,
 as the trainer does), the masked forward with sampled masks (unembedding the loss positions only), the KL against
@@ -210,6 +211,41 @@ def _profile(case: str, plain, step, runs: int = 3, top: int = 12) -> None:
         print(table, flush=True)
 
 
+# Dispatched ops that launch no kernel: views and allocations. Every other op is (at most) one kernel launch on a
+# GPU, and each costs the same fixed dispatch overhead on the CPU side whatever its size.
+_NO_KERNEL = {"empty", "empty_strided", "new_empty", "new_empty_strided", "resolve_conj", "resolve_neg", "detach",
+              "lift_fresh", "_unsafe_view", "_local_scalar_dense"}
+_GEMMS = ("mm", "bmm", "addmm", "baddbmm", "addmm_", "baddbmm_")
+
+
+def _count_ops(fn) -> dict:
+    """Ops of one run of fn as the dispatcher sees them below autograd (the forward's and the backward's, no
+    views or allocations): the GEMMs by name, the other ops, their total, and the ten most frequent. Run it after
+    the timed runs, so that caches are filled as in a training step."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if not func.is_view and name not in _NO_KERNEL:
+                self.ops[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count() as count:
+        fn()
+    _sync()
+    ops = count.ops
+    gemms = {name: ops[name] for name in _GEMMS if ops[name]}
+    return {"gemms": gemms, "other": sum(ops.values()) - sum(gemms.values()), "total": sum(ops.values()),
+            "most_frequent": dict(ops.most_common(10))}
+
+
 def _peak_bytes(fn) -> int:
     """Peak memory above the current level while fn runs (GPU: torch's peak; CPU: sampled resident memory)."""
     if DEVICE.type == "cuda":
@@ -263,6 +299,8 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the Hugging Face cases on a GPU")
     parser.add_argument("--profile", action="store_true",
                         help="also print where each mode's time goes (torch.profiler, 3 runs each, top 12 ops)")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="also count the ops each mode dispatches in one run (GEMMs, others, total)")
     parser.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global DEVICE
@@ -292,6 +330,8 @@ def main(argv=None) -> None:
             _profile(case, plain, step)
         row = {"case": case, "edges": graph.num_edges, "batch": list(data.input_ids.shape),
                "plain_s": plain_s, "step_s": step_s, "time_ratio": step_s / plain_s}
+        if args.count_ops:
+            row.update({"plain_ops": _count_ops(plain), "step_ops": _count_ops(step)})
         if not args.no_memory:
             mem = {}
             for mode in ("plain", "step"):

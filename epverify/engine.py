@@ -193,14 +193,14 @@ def expand_record(record: Record, batch: int, seq: int) -> Record:
 class _Group:
     """Writers pushed together: the embeddings, a layer's heads, or a layer's MLP."""
 
-    start: int
+    start: int  # first row in the stack
     n: int
     out_weight: torch.Tensor | None  # heads: (H, head_dim, d), their gradient is kept in head space
-    grad: torch.Tensor | None = None  # float32, (n, B, T, d) for dense groups, (H, B, T, head_dim) for heads
+    grad_start: int | None  # first row in its gradient buffer; None when its deltas need no gradient
 
 
 class DeltaStack:
-    """One preallocated stack of writer deltas, shared by every reader, with gradients accumulated per group.
+    """One preallocated stack of writer deltas, shared by every reader, with gradients accumulated per writer.
 
     Autograd sees two operations: `push` (a writer group's deltas enter the stack; returns a token) and `mix`
     (a reader group's inputs from its mask block and the tokens of its upstream writers). Passing the tokens makes
@@ -210,16 +210,24 @@ class DeltaStack:
     upstream prefix of a chunk of batch rows is a (W_up, b*T*d) matrix with a row stride, so a reader group's
     inputs are one matrix product (one per example for per-example masks) written straight into the
     reader-major layout the readers consume, and its gradients come back the same way, with no copies or
-    transposes of the stack. Gradients accumulate in float32 per group; a heads group keeps them before the output
-    projection (H, B, T, head_dim), folding each reader group's contribution through the projection, so the
-    gradient side is about 1/H of the stack.
+    transposes of the stack. Gradients accumulate in float32, in two buffers allocated at the first accumulation:
+    one for the writers that write in d space (MLPs, embeddings), and one for the heads, kept before the output
+    projection (H per layer, B, T, head_dim), folding each reader group's contribution through the projection, so
+    that side is about 1/H of the stack. Writers whose deltas need no gradient (the embeddings: no mask acts
+    before them) get no rows. A reader group's contribution reaches its upstream writers in chunks of layers whose
+    intermediates fit in `fold_bytes` (at least one layer): one product for the dense writers and one product and
+    one fold for the heads per chunk, rather than one or two per upstream group.
     """
 
-    def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    def __init__(self, n_writers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                 fold_bytes: int):
         self.values = torch.empty(n_writers, *shape, dtype=dtype, device=device)  # (W, B, T, d)
+        self.fold_bytes = fold_bytes
         self.groups: list[_Group] = []
         self.filled = 0
         self.tokens: list[torch.Tensor] = []
+        self.dense_grad: torch.Tensor | None = None  # float32 (rows, B, T, d)
+        self.head_grad: torch.Tensor | None = None  # float32 (rows, B, T, head_dim)
 
     def release(self) -> None:
         """Drop the buffers once nothing will read them (no backward to come)."""
@@ -228,15 +236,25 @@ class DeltaStack:
 
     def push(self, delta: torch.Tensor) -> None:
         """Append deltas (n, B, T, d) of the next writers in writer order."""
-        self.groups.append(_Group(self.filled, delta.shape[0], None))
-        self.tokens.append(_Push.apply(delta, self, len(self.groups) - 1))
-        self.filled += delta.shape[0]
+        self._push(delta, delta.shape[0], None)
 
     def push_heads(self, head_delta: torch.Tensor, out_weight: torch.Tensor) -> None:
         """Append a layer's heads from their deltas before projection (B, H, T, e) and weights (H, e, d)."""
-        self.groups.append(_Group(self.filled, head_delta.shape[1], out_weight))
-        self.tokens.append(_Push.apply(head_delta, self, len(self.groups) - 1))
-        self.filled += head_delta.shape[1]
+        self._push(head_delta, head_delta.shape[1], out_weight)
+
+    def _push(self, delta: torch.Tensor, n: int, out_weight: torch.Tensor | None) -> None:
+        grad_start = None
+        if delta.requires_grad:
+            same_kind = self._with_grad(out_weight is not None)
+            grad_start = sum(g.n for g in same_kind)
+        self.groups.append(_Group(self.filled, n, out_weight, grad_start))
+        self.tokens.append(_Push.apply(delta, self, len(self.groups) - 1))
+        self.filled += n
+
+    def _with_grad(self, heads: bool, n_up: int | None = None) -> list[_Group]:
+        """The groups with gradient rows in the heads' buffer (heads) or the dense one, of the first n_up writers."""
+        return [g for g in self.groups if g.grad_start is not None and (g.out_weight is not None) == heads
+                and (n_up is None or g.start < n_up)]
 
     def mix(self, masks: torch.Tensor, tokens: list[torch.Tensor] | None = None, rows: slice = slice(None),
             base: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,35 +272,83 @@ class DeltaStack:
         return self.values[:n_up, rows].flatten(2)
 
     def accumulate(self, masks: torch.Tensor, grad: torch.Tensor, rows: slice) -> None:
-        """Add a reader group's gradient (R, b, T*d), weighted by its masks, into each upstream group's rows."""
+        """Add a reader group's gradient (R, b, T*d), weighted by its masks ([b,] R, W_up), into the gradient rows
+        of its upstream writers: per chunk of upstream groups, one product for the dense writers, and one product
+        and one fold through the output projections for the heads."""
+        if self.dense_grad is None:
+            self._allocate_grads(grad.device)
         n_up = masks.shape[-1]
+        z = masks.to(grad.dtype)
         n_readers, b = grad.shape[:2]
-        shape = self.values.shape
-        for group in self.groups:
-            if group.start >= n_up:
-                break
-            z = masks[..., group.start : group.start + group.n].to(grad.dtype)  # ([b,] R, n)
-            heads = group.out_weight is not None
-            if group.grad is None:
-                width = group.out_weight.shape[1] if heads else shape[-1]
-                group.grad = torch.zeros(group.n, *shape[1:-1], width, dtype=torch.float32, device=grad.device)
-            if heads and n_readers == 1:  # an MLP or the output: project its gradient once through every head,
-                # (b*T, d) @ (d, H*e), and scale each head by its mask (no (H, b*T, d) outer product to fold)
-                n, e, d = group.out_weight.shape
-                weight = group.out_weight.to(grad.dtype).flatten(0, 1)  # (H*e, d)
-                folded = torch.mm(grad.view(-1, d), weight.t()).view(b, -1, n, e)  # (b, T, H, e)
-                folded = folded * z.reshape(-1, 1, n, 1)  # z: (1, H) or (b, 1, H)
-                group.grad[:, rows] += folded.permute(2, 0, 1, 3)
-                continue
-            target = group.grad[:, rows].flatten(1, 2)  # (n, b*T, d or e), a view
-            if z.dim() == 2:  # one mask for the batch: one product over every row
-                part = torch.mm(z.t(), grad.view(n_readers, -1))  # (n, b*T*d)
-            else:  # per example: (b, n, R) @ (b, R, T*d), as (n, b, T*d)
-                part = _per_example_product(z.transpose(1, 2), grad.transpose(0, 1))
-            part = part.view(group.n, -1, shape[-1])  # (n, b*T, d)
-            if heads:  # fold into head space: (n, b*T, d) @ (n, d, e) -> (n, b*T, e)
-                part = torch.bmm(part, group.out_weight.to(part.dtype).transpose(1, 2))
-            target += part
+        seq, d = self.values.shape[2:]
+        # Products add straight into the float32 buffers when the gradient is float32 too. Otherwise, and for the
+        # dense writers' per-example products, each is an intermediate of b*T*d per writer.
+        into_buffer = grad.dtype == torch.float32
+        dense_in_place = into_buffer and z.dim() == 2
+        dense_bytes = 0 if dense_in_place else b * seq * d * grad.element_size()
+        for chunk, target in self._chunks(self._with_grad(False, n_up), self.dense_grad, rows, dense_bytes):
+            target, z_chunk = target.flatten(1), _columns(z, chunk)  # (n, b*T*d), ([b,] R, n)
+            if dense_in_place:
+                target.addmm_(z_chunk.t(), grad.view(n_readers, -1))
+            else:
+                target += _mixed(z_chunk, grad)
+        heads = self._with_grad(True, n_up)
+        if not heads:
+            return
+        e = heads[0].out_weight.shape[1]
+        # per head, the intermediate of its fold (the mixed gradient in d space, or with one reader the gradient
+        # projected into the head's space) and its slice of the output projection, concatenated per chunk
+        head_bytes = (b * seq * (d if n_readers > 1 else e) + e * d) * grad.element_size()
+        for chunk, target in self._chunks(heads, self.head_grad, rows, head_bytes):  # target (n, b, T, e)
+            n = target.shape[0]
+            weight = torch.cat([g.out_weight for g in chunk]) if len(chunk) > 1 else chunk[0].out_weight
+            weight = weight.to(grad.dtype)  # (n, e, d)
+            z_chunk = _columns(z, chunk)  # ([b,] R, n)
+            if n_readers == 1:  # an MLP or the output: project its gradient once through every head,
+                # (b*T, d) @ (d, n*e), and scale each head by its mask (no (n, b*T, d) outer product to fold)
+                folded = torch.mm(grad.view(-1, d), weight.flatten(0, 1).t()).view(b, -1, n, e)  # (b, T, n, e)
+                scale = z_chunk.reshape(-1, n).t().reshape(n, -1, 1, 1)  # (n, 1 or b, 1, 1)
+                target.addcmul_(folded.permute(2, 0, 1, 3), scale)
+            else:  # mix in d space, (n, b*T, d), then fold: (n, b*T, d) @ (n, d, e) -> (n, b*T, e)
+                part, target = _mixed(z_chunk, grad).view(n, -1, d), target.flatten(1, 2)
+                if into_buffer:
+                    target.baddbmm_(part, weight.transpose(1, 2))
+                else:
+                    target += torch.bmm(part, weight.transpose(1, 2))
+
+    def _allocate_grads(self, device: torch.device) -> None:
+        """Zeroed float32 gradient rows for every writer that needs them: dense (rows, B, T, d), heads (rows, B, T,
+        head_dim)."""
+        shape = self.values.shape[1:]  # (B, T, d)
+        heads = self._with_grad(True)
+        e = heads[0].out_weight.shape[1] if heads else 0
+        dense_rows, head_rows = sum(g.n for g in self._with_grad(False)), sum(g.n for g in heads)
+        self.dense_grad = torch.zeros(dense_rows, *shape, dtype=torch.float32, device=device)
+        self.head_grad = torch.zeros(head_rows, *shape[:-1], e, dtype=torch.float32, device=device)
+
+    def _chunks(self, groups: list[_Group], buffer: torch.Tensor, rows: slice, row_bytes: int):
+        """Consecutive groups whose intermediates take at most fold_bytes at row_bytes per writer (at least one
+        group), each with its rows of the gradient buffer for batch rows `rows` (a view)."""
+        if not groups:
+            return
+        per_chunk = max(1, self.fold_bytes // (row_bytes * groups[0].n)) if row_bytes else len(groups)
+        for first in range(0, len(groups), per_chunk):
+            chunk = groups[first : first + per_chunk]
+            start = chunk[0].grad_start
+            yield chunk, buffer[start : start + sum(g.n for g in chunk), rows]
+
+
+def _columns(z: torch.Tensor, groups: list[_Group]) -> torch.Tensor:
+    """The mask columns ([b,] R, n) of the writers of `groups`, in order."""
+    pieces = [z[..., g.start : g.start + g.n] for g in groups]
+    return torch.cat(pieces, -1) if len(pieces) > 1 else pieces[0]
+
+
+def _mixed(z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Per writer, its readers' gradients weighted by their masks: z ([b,] R, n), grad (R, b, X) -> (n, b*X)."""
+    if z.dim() == 2:  # one mask for the batch: one product over every row
+        return torch.mm(z.t(), grad.view(grad.shape[0], -1))
+    return _per_example_product(z.transpose(1, 2), grad.transpose(0, 1)).flatten(1)
 
 
 def _per_example_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -309,16 +375,19 @@ class _Push(torch.autograd.Function):
             heads_first = delta.transpose(0, 1).reshape(h, -1, width)
             torch.bmm(heads_first, group.out_weight.to(delta.dtype), out=rows.view(h, -1, rows.shape[-1]))
         ctx.stack, ctx.index, ctx.dtype, ctx.shape = stack, index, delta.dtype, delta.shape
-        return delta.new_zeros(0)
+        ctx.set_materialize_grads(False)  # the token's gradient is always None: nothing to build
+        return delta.new_empty(0)
 
     @staticmethod
     def backward(ctx, _token_grad):
         stack, ctx.stack = ctx.stack, None  # let the stack go as the backward proceeds
         group = stack.groups[ctx.index]
-        grad, group.grad = group.grad, None
-        if grad is None:  # no reader downstream needed a gradient
+        heads = group.out_weight is not None
+        buffer = stack.head_grad if heads else stack.dense_grad
+        if buffer is None:  # no reader downstream needed a gradient
             return torch.zeros(ctx.shape, dtype=ctx.dtype, device=stack.values.device), None, None
-        if group.out_weight is not None:
+        grad = buffer[group.grad_start : group.grad_start + group.n]
+        if heads:
             grad = grad.transpose(0, 1)  # (B, H, T, e), the layout pushed
         return grad.to(ctx.dtype), None, None
 
@@ -364,8 +433,9 @@ class _Mix(torch.autograd.Function):
             grad_base = grad_out.sum(0)
         if any(ctx.needs_input_grad[4:]):
             stack.accumulate(masks, g, ctx.rows)
-        empty = [grad_out.new_zeros(0) for _ in range(ctx.n_tokens)]
-        return (grad_masks, grad_base, None, None, *empty)
+        # The tokens carry no gradient (None: nothing to allocate or for autograd to sum): they only order the
+        # pushes' backward after this one.
+        return (grad_masks, grad_base, None, None, *[None] * ctx.n_tokens)
 
 
 def masked_run(
@@ -401,7 +471,6 @@ def masked_run(
             f"ablated run has batch shape {tuple(ablated.final.shape[:2])} but the input is {tuple(input_ids.shape)}"
             ": clean and corrupted batches must have the same shape"
         )
-    stack = DeltaStack(len(graph.writers), (batch, seq, adapter.d_model), adapter.dtype, adapter.device)
     lead = edge_mask.shape[:-1]  # () for one mask shared by the batch, (B,) for one mask per example
 
     def block(group) -> torch.Tensor:  # ([B,] R, W_up) masks of a reader group, node masks folded in
@@ -411,13 +480,17 @@ def masked_run(
             z = z * node_mask[..., None, : group.n_writers]
         return z
 
-    stack.push(adapter.embed(input_ids) - ablated.embeds)
     nq, nkv = adapter.n_heads, adapter.n_kv_heads
     # The attention readers are mixed, normed and attended a chunk of batch rows at a time (each chunk
     # recomputed in the backward when checkpointing), so only one chunk's reader inputs are alive at once.
     n_readers = nq + 2 * nkv
     row_bytes = n_readers * seq * adapter.d_model * 4  # one example's reader inputs, in float32 (norms upcast)
     rows_per_chunk = max(1, min(batch, READER_CHUNK_BYTES // row_bytes))
+    # The backward folds reader gradients into the writers' in intermediates no larger than one chunk's reader
+    # inputs: memory every layer's working set already holds, and frees before its readers' gradients are folded.
+    stack = DeltaStack(len(graph.writers), (batch, seq, adapter.d_model), adapter.dtype, adapter.device,
+                       fold_bytes=rows_per_chunk * row_bytes)
+    stack.push(adapter.embed(input_ids) - ablated.embeds)
 
     def attention_rows(layer, rows, z, *tokens):  # -> head deltas before projection (b, H, T, head_dim)
         x = stack.mix(z, list(tokens), rows, base=ablated.attn_in[layer][rows])  # (H + 2 Hkv, b, T, d)

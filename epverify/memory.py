@@ -2,9 +2,10 @@
 
 The memory plan (what the engine does, and so what this counts):
 - frozen weights in the model's dtype; no gradients or optimizer state for them;
-- one stack of writer deltas (writers x B x T x d, model dtype); its gradients accumulate per writer group in
-  float32, heads in their own head_dim space (folded through the output projection), so the gradient side is
-  about 1/H of the stack;
+- one stack of writer deltas (writers x B x T x d, model dtype); its gradients accumulate in float32, heads in
+  their own head_dim space (folded through the output projection), so the gradient side is about 1/H of the
+  stack, and the embeddings (upstream of every mask) need none; the folding's intermediates stay under one
+  attention chunk's reader inputs, which each layer's working set already counts;
 - the ablated (corrupted) run's record, kept under no_grad: per layer the residuals the readers read and the
   per-head outputs before projection;
 - masks, lambdas and their Adam state in float32, one set per edge;
@@ -132,7 +133,7 @@ def estimate(config, batch: int, seq_len: int, dtype: torch.dtype = torch.float3
     parts = {
         "weights": weights,
         "delta_stack": writers * residual * width,
-        "stack_gradients": 4 * (s.n_layers * head_outputs + (s.n_embeds + s.n_layers) * residual),
+        "stack_gradients": 4 * s.n_layers * (head_outputs + residual),
         "ablated_run": ablated,
         "masks_and_optimizer": 6 * edges * 4,
         # the masked run unembeds the loss positions only (one per example): logits, float32 log-softmax, gradient

@@ -4,8 +4,10 @@ import weakref
 
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from epverify import engine, oracle
+from epverify.adapters import wrap
 from epverify.adapters.tracr import TracrAdapter
 from epverify.errors import EpverifyError
 from epverify.tracr import load
@@ -86,8 +88,8 @@ def _plain_soft_run(adapter, ids, mask, corrupted_ids, z):
     for layer in range(adapter.n_layers):
         group = graph.attn_group(layer)
         x = torch.stack([reader_input(r, group.n_writers) for r in group.readers])
-        h = adapter.n_heads
-        a = adapter.attention(layer, *adapter.attention_qkv(layer, x[:h], x[h : 2 * h], x[2 * h :]), mask)
+        h, kv = adapter.n_heads, adapter.n_kv_heads
+        a = adapter.attention(layer, *adapter.attention_qkv(layer, *x.split([h, kv, kv])), mask)
         outputs.update({f"a{layer}.h{i}": w for i, w in enumerate(adapter.head_writes(layer, a))})
         outputs[f"m{layer}"] = adapter.mlp(layer, reader_input(f"m{layer}", graph.mlp_group(layer).n_writers))
     return adapter.unembed(reader_input("resid_post", len(graph.writers)))
@@ -140,6 +142,48 @@ def test_per_example_masks_node_masks_and_positions_match_plain_autograd(name):
     torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(z1.grad, z2.grad, atol=1e-8, rtol=1e-6)
     torch.testing.assert_close(n1.grad, n2.grad, atol=1e-8, rtol=1e-6)
+
+
+def _tiny_hf(family: str, dtype: torch.dtype):
+    """A 3-layer Hugging Face model with several heads: grouped KV heads (llama), a parallel MLP (neox)."""
+    torch.manual_seed(0)
+    if family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_layer=3, n_head=3, n_embd=24, n_positions=16, vocab_size=40))
+    elif family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                             hidden_size=32, intermediate_size=24, vocab_size=40))
+    else:
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=3, num_attention_heads=4, hidden_size=32,
+                                                 intermediate_size=24, vocab_size=40))
+    model.config._attn_implementation = "eager"
+    return wrap(model.to(dtype)).adapter
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("per_example", [False, True])
+@pytest.mark.parametrize("fold_bytes", [1, 2**40])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_hf_mask_gradients_equal_plain_autograd(family, per_example, fold_bytes, dtype, monkeypatch):
+    """Several heads per layer, whose gradients the stack folds through the upstream layers' output projections
+    one layer at a time (fold_bytes 1) or all at once, in the model's dtype (float32: in place in the float32
+    gradient buffers) or not (float64): the same mask gradients as autograd on the plain sum, to the precision of
+    the float32 buffers."""
+    make = engine.DeltaStack.__init__
+    monkeypatch.setattr(engine.DeltaStack, "__init__", lambda self, *shape, **_: make(self, *shape, fold_bytes))
+    adapter = _tiny_hf(family, dtype)
+    gen = torch.Generator().manual_seed(4)
+    ids, corrupted_ids = torch.randint(0, 40, (2, 3, 5), generator=gen)
+    mask = torch.ones_like(ids)
+    shape = (len(ids), adapter.graph.num_edges) if per_example else (adapter.graph.num_edges,)
+    z = torch.rand(shape, generator=gen, dtype=dtype)
+    weights = torch.randn(*ids.shape, 40, generator=gen, dtype=dtype)
+
+    z1 = z.clone().requires_grad_()
+    ablated = engine.ablated_record(adapter, "interchange", ids, mask, corrupted_ids)
+    (engine.masked_run(adapter, ids, ablated, z1, attention_mask=mask) * weights).sum().backward()
+    z2 = z.clone().requires_grad_()
+    (_plain_soft_run(adapter, ids, mask, corrupted_ids, z2) * weights).sum().backward()
+    torch.testing.assert_close(z1.grad, z2.grad, atol=1e-5, rtol=1e-5)
 
 
 def test_positions_must_be_one_flag_per_token():
