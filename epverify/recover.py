@@ -13,12 +13,12 @@ import torch
 
 from .adapters.tracr import TracrAdapter
 from .checks import flag_empty
-from .circuit import Circuit
-from .evaluate import drop_redundant, evaluate, roc_auc
+from .evaluate import evaluate, roc_auc
+from .methods.edge_pruning import edge_pruning
 from .tracr.data import dataset
 from .tracr.ground_truth import ground_truth, matching_truth
 from .tracr.model import CompiledModel
-from .trainer import PruneConfig, PruneData, prune
+from .trainer import PruneConfig, PruneData
 
 # Defaults for Tracr programs (see docs/recovery.md for why these values and what each one fixed). Tracr models
 # are piecewise constant in the masks, so the gradient comes from the score function of the gate noise, gated by
@@ -104,10 +104,8 @@ def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneCon
     adapter = TracrAdapter(compiled)
     graph = adapter.graph
     data = tracr_data(compiled)
-    torch.manual_seed(seed)
-    result = prune(adapter, data, config)
-    circuit = Circuit.from_masks(graph, result.edge_log_alpha, model=adapter.summary(), ablation=ablation)
-    circuit = drop_redundant(adapter, data, circuit, result.edge_log_alpha, ablation, REDUNDANT_TOLERANCE)
+    result = edge_pruning(adapter, data, ablation, config, seed)  # trained, extracted, redundant edges dropped
+    circuit = result.circuit
     if compiled.ground_truth[ablation]["edges"]:
         empty = flag_empty(circuit, config.target_sparsity, context=f"{compiled.name} ({ablation} ablation)")
     else:  # the ground truth itself is empty: an empty circuit is the right answer, not a warning
@@ -127,7 +125,7 @@ def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneCon
         precision=hits / len(found) if found else float(not truth),
         recall=hits / len(truth) if truth else 1.0,
         exact=found == truth,
-        auc=roc_auc(result.edge_log_alpha, truth_mask),
+        auc=roc_auc(result.scores, truth_mask),
         faithfulness=metrics.get("kl", metrics.get("mse")),
         accuracy=metrics["accuracy"],
         steps=config.steps,

@@ -4,7 +4,7 @@ Scores are the trained edge log-alphas (an edge is kept when its log-alpha is po
 edges are dropped). Without a config, Tracr models get the recovery defaults of the ablation
 (`recover.tracr_config`) and other models `PruneConfig()`'s paper defaults (3,000 steps); the config's ablation
 and seed are replaced by the arguments. For Tracr models the circuit then loses the edges the binary circuit
-does not need, as in `recover` (`evaluate.drop_redundant`, tolerance `recover.REDUNDANT_TOLERANCE`).
+does not need (`evaluate.drop_redundant`, tolerance `recover.REDUNDANT_TOLERANCE`). `recover` runs this.
 """
 
 from __future__ import annotations
