@@ -29,4 +29,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check epverify tests properties bench
 
 docs: $(STAMP)
-	$(BIN)/python -c "from epverify.cli import reference_markdown; print(reference_markdown(), end='')" > docs/cli.md
+	$(BIN)/python -c "from epverify.cli.main import reference_markdown; print(reference_markdown(), end='')" > docs/cli.md

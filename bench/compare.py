@@ -12,7 +12,7 @@ found by greedy removal, not a unique truth). Per method and model:
 
 - found: the method's own circuit (Edge Pruning, ACDC) or, for score-only methods (EAP, EAP-IG; marked *),
   its top-|truth| edges; precision and recall of that set against the truth;
-- AUC: ROC AUC of the method's edge scores against the truth (`epverify.curves.auc`);
+- AUC: ROC AUC of the method's edge scores against the truth (`epverify.eval.curves.auc`);
 - KL@T and acc@T: faithfulness loss (KL, or squared error for numerical Tracr outputs) and accuracy of every
   method's top-|truth| edges (matched edge counts);
 - CPR, CMD: MIB's areas under / between 1 and the normalised logit-difference faithfulness curve;
@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from epverify import induction  # noqa: E402
 from epverify.adapters.tracr import TracrAdapter  # noqa: E402
-from epverify.curves import auc, faithfulness_curve, precision_recall, truth_mask  # noqa: E402
+from epverify.eval.curves import auc, faithfulness_curve, precision_recall, truth_mask  # noqa: E402
+from epverify.eval.evaluator import MaskEvaluator  # noqa: E402
 from epverify.methods import acdc, eap, eap_ig, edge_pruning  # noqa: E402
-from epverify.metrics import MaskEvaluator  # noqa: E402
-from epverify.recover import tracr_config, tracr_data  # noqa: E402
 from epverify.tracr import load as load_program  # noqa: E402
+from epverify.tracr.recover import tracr_config, tracr_data  # noqa: E402
+from epverify.trained import induction  # noqa: E402
 
 DEFAULT_PROGRAMS = ("reverse,xproportion,hist,sort_unique,sort,sort_freq,pair_balance,count_less_freq,"
                     "detect_pattern,sum_neighbours,shuffle_dyck,induction")

@@ -3,8 +3,8 @@
     python bench/memory_check.py            # prints a table; --json PATH writes it
 
 Measured: the model's weights plus the peak bytes torch's CPU allocator held during `prune` (two steps, the
-precomputations included), read from torch.profiler's memory events (`epverify.memory.measure_cpu_peak`): the CPU
-counterpart of torch.cuda.max_memory_allocated. Predicted: `epverify.memory.estimate` for the same shape.
+precomputations included), read from torch.profiler's memory events (`epverify.scale.memory.measure_cpu_peak`): the CPU
+counterpart of torch.cuda.max_memory_allocated. Predicted: `epverify.scale.memory.estimate` for the same shape.
 Batches as bench/scale.py's (Boolean Expressions-shaped, 64-72 tokens), float32, one thread.
 """
 
@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from scale import boolean_shaped_batch  # noqa: E402
 
-from epverify import memory  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
-from epverify.trainer import PruneConfig, prune  # noqa: E402
+from epverify.scale import memory  # noqa: E402
+from epverify.train.loop import PruneConfig, prune  # noqa: E402
 
 CONFIGS = {
     "tiny": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,

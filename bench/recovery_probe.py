@@ -29,13 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from epverify import trainer  # noqa: E402
 from epverify.adapters.tracr import TracrAdapter  # noqa: E402
-from epverify.evaluate import evaluate  # noqa: E402
-from epverify.recover import tracr_config, tracr_data  # noqa: E402
+from epverify.eval.evaluate import evaluate  # noqa: E402
 from epverify.tracr import zoo  # noqa: E402
 from epverify.tracr.ground_truth import TOLERANCE, Verifier, eliminate_in_list_order, structural_edges  # noqa: E402
 from epverify.tracr.model import CompiledModel  # noqa: E402
+from epverify.tracr.recover import tracr_config, tracr_data  # noqa: E402
 
 GRID = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 

@@ -7,7 +7,7 @@ The model is built directly on the device in bf16 (GPU) or float32 (CPU) from it
 nothing is downloaded. Batches are Boolean Expressions-shaped: sequences of 64-72 tokens (padded to the longest),
 the loss at the last real token, corrupted partners of the same length. Each step is a full trainer step (the
 corrupted run under no_grad, the masked forward with per-layer checkpointing, the backward into the masks, the
-optimizer steps). The estimator's prediction (`epverify.memory.estimate`) is printed beside the measurement.
+optimizer steps). The estimator's prediction (`epverify.scale.memory.estimate`) is printed beside the measurement.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from epverify import memory  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
-from epverify.trainer import PruneConfig, PruneData, prune  # noqa: E402
+from epverify.scale import memory  # noqa: E402
+from epverify.train.loop import PruneConfig, PruneData, prune  # noqa: E402
 
 CONFIGS = {
     # CodeLlama-13B: 40 layers, 40 heads, 40 KV heads, d 5120, MLP 13824, vocab 32016

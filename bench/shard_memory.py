@@ -4,9 +4,9 @@
 
 Each process builds the same random Llama (d 512, MLP 4096, 4 layers, vocab 8192: weights dominate), runs two
 pruning steps on its share of a global batch of 4 with the weights replicated, then again with the decoder layers
-sharded (epverify.distributed.LayerShards), and prints, per process: the weights it holds between steps, the
-measured peak (weights held + the CPU allocator's peak during `prune`, `epverify.memory.measure_cpu_peak`), and
-`epverify.memory.estimate` for the same shape (shards=1 or the number of processes).
+sharded (epverify.scale.distributed.LayerShards), and prints, per process: the weights it holds between steps, the
+measured peak (weights held + the CPU allocator's peak during `prune`, `epverify.scale.memory.measure_cpu_peak`), and
+`epverify.scale.memory.estimate` for the same shape (shards=1 or the number of processes).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from scale import boolean_shaped_batch  # noqa: E402
 
-from epverify import distributed, memory  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
-from epverify.masked import MaskedModel  # noqa: E402
-from epverify.trainer import PruneConfig, prune  # noqa: E402
+from epverify.core.masked import MaskedModel  # noqa: E402
+from epverify.scale import distributed, memory  # noqa: E402
+from epverify.train.loop import PruneConfig, prune  # noqa: E402
 
 SHAPE = dict(hidden_size=512, intermediate_size=4096, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=8, vocab_size=8192, max_position_embeddings=256)

@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from epverify import engine, gates, trainer  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
-from epverify.trainer import AblationSource, Adam, Faithfulness, PruneData, expected_sparsity  # noqa: E402
+from epverify.core import engine, hard_concrete  # noqa: E402
+from epverify.train.loop import AblationSource, Adam, Faithfulness, PruneData, expected_sparsity  # noqa: E402
 
 # ----- cases ---------------------------------------------------------------------------------------------------
 DEVICE = torch.device("cpu")  # --device
@@ -79,9 +79,9 @@ def _hf_case(kind: str, batch: int, seq: int, quick: bool):
 
 
 def _tracr_case(name: str, batch: int, quick: bool):
-    from epverify.recover import tracr_data
     from epverify.tracr import load
     from epverify.tracr.model import CompiledModel
+    from epverify.tracr.recover import tracr_data
 
     if name == "wide":
         model = _wide_tracr(quick)
@@ -153,7 +153,7 @@ def pruning_step_fn(model, data: PruneData):
             p.requires_grad_(False)
     loss_fn = Faithfulness(adapter, data, len(data))
     ablated_for = AblationSource(adapter, data, "interchange", len(data))
-    log_alpha = gates.init_log_alpha(adapter.graph.num_edges).to(adapter.device).requires_grad_()
+    log_alpha = hard_concrete.init_log_alpha(adapter.graph.num_edges).to(adapter.device).requires_grad_()
     lambdas = torch.zeros(2, device=adapter.device, requires_grad=True)
     opt = Adam([log_alpha], lr=0.8)  # the trainer's optimizer
     lambda_opt = Adam([lambdas], lr=0.8, maximize=True)
@@ -162,7 +162,7 @@ def pruning_step_fn(model, data: PruneData):
 
     def step():
         ablated = ablated_for(index)
-        logits = engine.masked_run(adapter, data.input_ids, ablated, gates.sample(log_alpha),
+        logits = engine.masked_run(adapter, data.input_ids, ablated, hard_concrete.sample(log_alpha),
                                    attention_mask=data.attention_mask, positions=data.loss_mask)
         gap = expected_sparsity(log_alpha, None, edge_writer) - 0.5
         loss = loss_fn(logits, index) + lambdas[0] * gap + lambdas[1] * gap**2

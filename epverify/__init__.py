@@ -5,11 +5,11 @@ The flow: task data -> model adapter (`wrap`) -> masked engine -> trainer (`prun
 
 from . import tracr
 from .adapters import wrap, wrap_pretrained
-from .circuit import Circuit
 from .errors import EpverifyError
-from .evaluate import evaluate
-from .recover import RecoveryReport, recover
-from .trainer import PruneConfig, PruneData, PruneResult, prune
+from .eval.evaluate import evaluate
+from .io.circuit import Circuit
+from .tracr.recover import RecoveryReport, recover
+from .train.loop import PruneConfig, PruneData, PruneResult, prune
 
 __all__ = [
     "Circuit",

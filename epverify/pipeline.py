@@ -8,13 +8,15 @@ from pathlib import Path
 
 import torch
 
-from . import atomic, checkpoint, distributed, engine
-from .checks import flag_empty
-from .circuit import Circuit
+from .core import engine
 from .errors import EpverifyError
-from .export import mask_scores
+from .eval.checks import flag_empty
+from .io import atomic, checkpoint
+from .io.circuit import Circuit
+from .io.export import mask_scores
+from .scale import distributed
 from .tasks import get_task
-from .trainer import PruneConfig, PruneData, prune
+from .train.loop import PruneConfig, PruneData, prune
 
 # circuit.json carries every edge's score (sigmoid of its log-alpha; MIB and EAP-IG exports rank by it) up to this
 # many edges (GPT-2 small: 32,936, about 1 MB); larger graphs keep their log-alphas in checkpoint.pt only.
@@ -145,7 +147,7 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
     atomic.write_text(out / "metrics.json", json.dumps({"task": task_name, "config": asdict(config), **metrics,
                                                   "history": result.history}, indent=1) + "\n")
     if draw:
-        from .draw import draw_circuit, plot_history
+        from .io.draw import draw_circuit, plot_history
 
         draw_circuit(circuit, out / "circuit")
         plot_history(result.history, out / "training.png")

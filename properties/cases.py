@@ -1,6 +1,6 @@
 """Inputs shared by the engine, faithfulness and regression properties: a model, a padded batch, an ablation.
 
-Two sources: random Tracr-shaped models (`epverify.strategies.tracr_shapes`, float64 weights, random inputs
+Two sources: random Tracr-shaped models (`epverify.testing.strategies.tracr_shapes`, float64 weights, random inputs
 with right padding) and shipped zoo programs (float32, rows of their own dataset, padded to the longest row).
 """
 
@@ -12,9 +12,9 @@ from functools import cache
 import torch
 from hypothesis import strategies as st
 
-from epverify import engine
-from epverify import strategies as eps
 from epverify.adapters.tracr import TracrAdapter
+from epverify.core import engine
+from epverify.testing import strategies as eps
 from epverify.tracr import load, names
 from epverify.tracr.data import dataset
 

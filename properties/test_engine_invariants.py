@@ -10,8 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epverify import engine, oracle
-from epverify import strategies as eps
+from epverify.core import engine, oracle
+from epverify.testing import strategies as eps
 
 from .cases import assert_close_at_real_positions, cases
 

@@ -25,14 +25,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epverify import engine
-from epverify import strategies as eps
 from epverify.adapters.tracr import TracrAdapter
-from epverify.evaluate import evaluate
-from epverify.recover import tracr_data
+from epverify.core import engine
+from epverify.eval.evaluate import evaluate
+from epverify.testing import strategies as eps
 from epverify.tracr import load
 from epverify.tracr.ground_truth import structural_edges
-from epverify.trainer import AblationSource, Faithfulness, PruneData
+from epverify.tracr.recover import tracr_data
+from epverify.train.loop import AblationSource, Faithfulness, PruneData
 
 from .cases import ZOO, cases
 

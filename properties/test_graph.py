@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epverify.graph import OUTPUT, ComponentGraph, count_edges
+from epverify.core.graph import OUTPUT, ComponentGraph, count_edges
 
 
 @st.composite

@@ -21,8 +21,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from epverify import engine
 from epverify.adapters import wrap
+from epverify.core import engine
 
 ATOL = 1e-4
 EXAMPLES = settings(max_examples=12, deadline=None, derandomize=True)

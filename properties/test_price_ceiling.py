@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from epverify.adapters.tracr import TracrAdapter
-from epverify.recover import tracr_data
 from epverify.tracr import load
-from epverify.trainer import PruneConfig, prune
+from epverify.tracr.recover import tracr_data
+from epverify.train.loop import PruneConfig, prune
 
 
 @functools.cache

@@ -1,8 +1,8 @@
 """Recovery: Edge Pruning finds the exact ground-truth circuit of RASP programs it has never seen.
 
-Programs come from `epverify.strategies.rasp_programs()` (Map, SequenceMap, Select, Aggregate, SelectorWidth
+Programs come from `epverify.testing.strategies.rasp_programs()` (Map, SequenceMap, Select, Aggregate, SelectorWidth
 over vocabularies of 2-3 integers, max_seq_len 3-4). Each is compiled with tracr, given its verified ground
-truth (`epverify.tracr.ground_truth`) and pruned with `epverify.recover` and its default settings. Programs
+truth (`epverify.tracr.ground_truth`) and pruned with `epverify.tracr.recover` and its default settings. Programs
 tracr cannot compile are skipped. A failure shrinks to a small program and prints its source
 (`RaspProgram(...)`), which `RaspProgram.compile()` rebuilds.
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import assume, given, note, settings
 
 import epverify
-from epverify import strategies as eps
 from epverify.errors import EpverifyError
+from epverify.testing import strategies as eps
 
 pytest.importorskip("tracr", reason="compiling RASP needs tracr (pip install 'epverify[tracr]')")
 
@@ -50,9 +50,9 @@ def test_recovering_in_worker_processes_gives_the_same_reports():
     empty and flagged so, and recovery leaves the caller's torch thread count as it was."""
     import torch
 
-    from epverify.recover import recover_many
     from epverify.tracr import zoo
     from epverify.tracr.model import CompiledModel
+    from epverify.tracr.recover import recover_many
 
     models = [CompiledModel.load(zoo.ROOT / name) for name in ("length", "count")]
     threads = torch.get_num_threads()

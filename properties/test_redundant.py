@@ -1,4 +1,4 @@
-"""The redundancy pass of circuit extraction (`epverify.evaluate.drop_redundant`).
+"""The redundancy pass of circuit extraction (`epverify.eval.evaluate.drop_redundant`).
 
 Invariant: for any edge set of a zoo program, any scores and any ablation, the pass only removes edges, and the
 circuit it returns is as faithful as the one it was given, within the tolerance.
@@ -12,10 +12,10 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from epverify.adapters.tracr import TracrAdapter
-from epverify.circuit import Circuit
-from epverify.evaluate import drop_redundant, evaluate
-from epverify.recover import tracr_data
+from epverify.eval.evaluate import drop_redundant, evaluate
+from epverify.io.circuit import Circuit
 from epverify.tracr import load
+from epverify.tracr.recover import tracr_data
 
 PROGRAMS = ("hist", "sort", "count", "shift_by", "sort_unique", "sum_neighbours")
 LOSS_SLACK = 1e-9  # summation order: the pass and `evaluate` add the same numbers in different batches

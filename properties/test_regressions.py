@@ -24,12 +24,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import epverify
-from epverify import checks, engine, gates
-from epverify import strategies as eps
 from epverify.adapters import wrap_pretrained
-from epverify.circuit import Circuit
-from epverify.graph import OUTPUT, ComponentGraph
-from epverify.trainer import PruneConfig, PruneData, prune
+from epverify.core import engine, hard_concrete
+from epverify.core.graph import OUTPUT, ComponentGraph
+from epverify.eval import checks
+from epverify.io.circuit import Circuit
+from epverify.testing import strategies as eps
+from epverify.train.loop import PruneConfig, PruneData, prune
 
 from .cases import assert_close_at_real_positions, cases
 
@@ -52,10 +53,10 @@ def test_masks_start_at_one_after_loading_a_pretrained_model(config, seed, data)
     log_alpha = prune(masked.adapter, prune_data, frozen).edge_log_alpha  # lr 0: the initial log-alphas
 
     n = log_alpha.numel()
-    assert abs(float(log_alpha.mean()) - gates.INIT_MEAN) <= 6 * gates.INIT_STD / math.sqrt(n)
+    assert abs(float(log_alpha.mean()) - hard_concrete.INIT_MEAN) <= 6 * hard_concrete.INIT_STD / math.sqrt(n)
     if n >= 20:
-        assert abs(float(log_alpha.std()) / gates.INIT_STD - 1) <= 6 / math.sqrt(2 * (n - 1))
-    initial = gates.deterministic(log_alpha)
+        assert abs(float(log_alpha.std()) / hard_concrete.INIT_STD - 1) <= 6 / math.sqrt(2 * (n - 1))
+    initial = hard_concrete.deterministic(log_alpha)
     assert torch.equal(initial, torch.ones_like(initial))
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask).logits
@@ -133,7 +134,7 @@ def test_dropping_dangling_edges_never_changes_an_output(case, ablation, data):
     edge_la = data.draw(log_alphas(case.graph.num_edges), label="edge log-alphas")
     circuit = Circuit.from_masks(case.graph, edge_la, ablation=ablation)
     ablated = case.ablated(ablation)
-    passing = gates.keep(edge_la).to(case.adapter.dtype)
+    passing = hard_concrete.keep(edge_la).to(case.adapter.dtype)
     extracted = eps.edge_set_mask(case.graph, circuit.edges, case.adapter.dtype)
     run = engine.masked_run
     assert_close_at_real_positions(run(case.adapter, case.ids, ablated, extracted, attention_mask=case.mask),
@@ -144,7 +145,7 @@ def test_dropping_dangling_edges_never_changes_an_output(case, ablation, data):
 # ----- 4. evaluation never returns NaN ----------------------------------------------------------------------
 @given(cases(), st.sampled_from(["interchange", "zero", "mean", "resample"]), st.data())
 def test_evaluation_never_returns_nan(case, ablation, data):
-    """`epverify.evaluate` gives finite metrics for any circuit, the empty one too, under every ablation."""
+    """`epverify.eval.evaluate` gives finite metrics for any circuit, the empty one too, under every ablation."""
     kept = data.draw(st.just(set()) | eps.binary_edge_sets(case.graph), label="circuit")
     if ablation == "resample" and case.ids.shape[0] < 2:
         ablation = "zero"  # resample needs two rows

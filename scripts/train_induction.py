@@ -4,7 +4,7 @@
     python scripts/train_induction.py --out /tmp/induction --steps 500
 
 The model is a LlamaForCausalLM (2 layers, 2 heads, d_model 64, rotary positions) whose MLPs are zero and
-frozen (see `epverify/induction.py`). Training data is `epverify.induction.sequences` with seed 0; the loss
+frozen (see `epverify/induction.py`). Training data is `epverify.trained.induction.sequences` with seed 0; the loss
 is the cross-entropy at the second copy of x_1..x_{n-1}. After training the script measures, on held-out
 data (seed 1):
 
@@ -34,9 +34,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from epverify import engine  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
-from epverify.induction import META, ROOT, sequences, targets  # noqa: E402
+from epverify.core import engine  # noqa: E402
+from epverify.trained.induction import META, ROOT, sequences, targets  # noqa: E402
 
 RECIPE = {"vocab_size": 48, "min_len": 4, "max_len": 12}
 REFERENCE_ACCURACY = 0.97

@@ -9,10 +9,10 @@ import logging
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from epverify import checks
-from epverify.circuit import Circuit
-from epverify.cli import main
-from epverify.graph import ComponentGraph
+from epverify.cli.main import main
+from epverify.core.graph import ComponentGraph
+from epverify.eval import checks
+from epverify.io.circuit import Circuit
 from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 

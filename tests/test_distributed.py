@@ -15,11 +15,11 @@ import torch
 import torch.distributed as dist
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from epverify import engine, gates
 from epverify.adapters import wrap
-from epverify.cli import main
-from epverify.distributed import LaunchSettings, LayerShards, Parallel, ShardedAdapter
+from epverify.cli.main import main
+from epverify.core import engine, hard_concrete
 from epverify.errors import EpverifyError
+from epverify.scale.distributed import LaunchSettings, LayerShards, Parallel, ShardedAdapter
 from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 
@@ -100,9 +100,9 @@ def test_sharded_layers_compute_what_the_model_computes_one_layer_at_a_time(one_
     runs = []
     for adapter in (plain, sharded):
         ablated = engine.full_run(adapter, corrupted, mask)
-        log_alpha = gates.init_log_alpha(adapter.graph.num_edges, torch.Generator().manual_seed(2))
+        log_alpha = hard_concrete.init_log_alpha(adapter.graph.num_edges, torch.Generator().manual_seed(2))
         log_alpha = (log_alpha - 10).requires_grad_()  # masks strictly inside (0, 1): every edge has a gradient
-        edge_mask = gates.sample(log_alpha, torch.Generator().manual_seed(3))
+        edge_mask = hard_concrete.sample(log_alpha, torch.Generator().manual_seed(3))
         before = shards.gathers
         logits = engine.masked_run(adapter, ids, ablated, edge_mask, attention_mask=mask, checkpoint=True)
         logits.float().square().mean().backward()

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from epverify import draw, export
-from epverify.circuit import Circuit
-from epverify.cli import main
+from epverify.cli.main import main
+from epverify.core.graph import ComponentGraph
 from epverify.errors import EpverifyError
-from epverify.graph import ComponentGraph
+from epverify.io import draw, export
+from epverify.io.circuit import Circuit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

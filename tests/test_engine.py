@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from epverify import engine, oracle
 from epverify.adapters import wrap
 from epverify.adapters.tracr import TracrAdapter
+from epverify.core import engine, oracle
 from epverify.errors import EpverifyError
 from epverify.tracr import load
 from epverify.tracr.data import dataset

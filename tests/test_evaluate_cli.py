@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from epverify import export
 from epverify.adapters import wrap_pretrained
-from epverify.circuit import Circuit
-from epverify.cli import main
-from epverify.graph import ComponentGraph
+from epverify.cli.main import main
+from epverify.core.graph import ComponentGraph
+from epverify.io import export
+from epverify.io.circuit import Circuit
 from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 

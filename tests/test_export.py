@@ -7,10 +7,10 @@ import networkx as nx
 import pytest
 import torch
 
-from epverify import export
-from epverify.circuit import Circuit
+from epverify.core.graph import ComponentGraph
 from epverify.errors import EpverifyError
-from epverify.graph import ComponentGraph
+from epverify.io import export
+from epverify.io.circuit import Circuit
 
 GPT2_LIKE = ComponentGraph(2, 3, 3, ("tok_embeds", "pos_embeds"))
 LLAMA_MHA = ComponentGraph(2, 4, 4, ("embeds",))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from epverify.circuit import prune_dangling
+from epverify.io.circuit import prune_dangling
 from epverify.tracr import load
 from epverify.tracr.ground_truth import (
     GT_ABLATIONS,

@@ -19,10 +19,10 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from epverify import oracle
 from epverify.adapters import wrap, wrap_pretrained
+from epverify.core import oracle
+from epverify.core.graph import count_edges
 from epverify.errors import EpverifyError
-from epverify.graph import count_edges
 from epverify.tracr.model import CompiledModel
 
 VOCAB = 40

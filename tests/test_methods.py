@@ -9,10 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from epverify import engine, induction
 from epverify.adapters.tracr import TracrAdapter
-from epverify.circuit import Circuit
-from epverify.curves import (
+from epverify.core import engine
+from epverify.eval.curves import (
     MIB_GRID,
     auc,
     consensus,
@@ -24,12 +23,14 @@ from epverify.curves import (
     trapezoid,
     truth_mask,
 )
+from epverify.eval.evaluator import MaskEvaluator
+from epverify.io.circuit import Circuit
 from epverify.methods import METHODS, acdc, eap, eap_ig, edge_pruning, run_method
 from epverify.methods.eap_ig import _Embedded, _shifted
-from epverify.metrics import MaskEvaluator
-from epverify.recover import TRACR_CONFIG, tracr_data
 from epverify.tracr import load
-from epverify.trainer import Faithfulness
+from epverify.tracr.recover import TRACR_CONFIG, tracr_data
+from epverify.train.loop import Faithfulness
+from epverify.trained import induction
 
 ABLATIONS = ("interchange", "zero", "mean", "resample")
 

@@ -15,7 +15,7 @@ def test_load_and_run_without_jax():
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         import epverify
-        from epverify import engine
+        from epverify.core import engine
         model = epverify.tracr.load("reverse")
         masked = epverify.wrap(model)
         ids, mask = model.encode([[1, 2, 3]])

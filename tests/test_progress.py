@@ -2,7 +2,7 @@
 
 import io
 
-from epverify.progress import TrainingProgress
+from epverify.io.progress import TrainingProgress
 
 
 def _record(step):

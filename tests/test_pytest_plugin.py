@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import epverify
-from epverify.pytest_plugin import method_edges, recovery_results
-from epverify.recover import tracr_config
+from epverify.testing.plugin import method_edges, recovery_results
+from epverify.tracr.recover import tracr_config
 
 SMALL = ["count", "hist", "shift_by"]
 
 
 def edge_pruning(masked, data, ablation):
     """Edge Pruning through the protocol: train masks with the ablation's recovery defaults; the log-alphas are
-    the scores (an edge is kept when its log-alpha is > 0), exactly what `epverify.recover` does."""
+    the scores (an edge is kept when its log-alpha is > 0), exactly what `epverify.tracr.recover` does."""
     torch.manual_seed(0)
     result = epverify.prune(masked.adapter, data, replace(tracr_config(ablation), seed=0))
     return result.edge_log_alpha
@@ -60,7 +60,7 @@ def test_outputs_are_read_as_edge_sets_scores_or_method_results(tracr_zoo):
 
 def test_dangling_edges_are_dropped_before_comparing(tracr_zoo):
     """An extra edge that lies on no input-to-output path does not count against the method."""
-    from epverify.circuit import prune_dangling
+    from epverify.io.circuit import prune_dangling
 
     model = tracr_zoo["reverse"]
     graph = epverify.wrap(model).graph

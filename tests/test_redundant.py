@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from epverify.adapters.tracr import TracrAdapter
-from epverify.circuit import Circuit
 from epverify.errors import EpverifyError
-from epverify.evaluate import drop_redundant
-from epverify.recover import REDUNDANT_TOLERANCE, tracr_data
+from epverify.eval.evaluate import drop_redundant
+from epverify.io.circuit import Circuit
 from epverify.tracr import load, names
-from epverify.trainer import PruneConfig, ScoreGradient
+from epverify.tracr.recover import REDUNDANT_TOLERANCE, tracr_data
+from epverify.train.loop import PruneConfig, ScoreGradient
 
 
 @pytest.mark.parametrize("program", names())

@@ -12,16 +12,16 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from epverify import checkpoint
 from epverify.adapters import wrap
-from epverify.cli import main
+from epverify.cli.main import main
 from epverify.errors import EpverifyError
-from epverify.recover import TRACR_CONFIG, tracr_data
+from epverify.io import checkpoint
 from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 from epverify.tracr import zoo
 from epverify.tracr.model import CompiledModel
-from epverify.trainer import PruneConfig, prune
+from epverify.tracr.recover import TRACR_CONFIG, tracr_data
+from epverify.train.loop import PruneConfig, prune
 
 
 class _Stop(Exception):

@@ -13,7 +13,9 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
-from epverify import checks, circuit, engine, gates
+from epverify.core import engine, hard_concrete
+from epverify.eval import checks
+from epverify.io import circuit
 from properties import test_engine_invariants as engine_props
 from properties import test_gates as gate_props
 from properties import test_regressions as regressions
@@ -67,7 +69,7 @@ def test_extraction_with_a_different_node_threshold_is_caught(monkeypatch):
 
     def from_masks(cls, graph, edge_log_alpha, node_log_alpha=None, **info):
         if node_log_alpha is not None:  # the bug: a node passes when its deterministic mask is non-zero
-            node_log_alpha = torch.where(gates.deterministic(node_log_alpha) > 0, 1.0, -1.0)
+            node_log_alpha = torch.where(hard_concrete.deterministic(node_log_alpha) > 0, 1.0, -1.0)
         return real(cls, graph, edge_log_alpha, node_log_alpha, **info)
 
     monkeypatch.setattr(circuit.Circuit, "from_masks", classmethod(from_masks))
@@ -80,11 +82,11 @@ def test_extraction_that_keeps_dangling_edges_is_caught(monkeypatch):
 
 
 def test_gates_sampled_without_the_stretch_are_caught(monkeypatch):
-    def unstretched(log_alpha, generator=None, beta=gates.BETA):
-        u = torch.rand(log_alpha.shape, generator=generator).clamp(gates.EPS, 1 - gates.EPS)
+    def unstretched(log_alpha, generator=None, beta=hard_concrete.BETA):
+        u = torch.rand(log_alpha.shape, generator=generator).clamp(hard_concrete.EPS, 1 - hard_concrete.EPS)
         return torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
 
-    monkeypatch.setattr(gates, "sample", unstretched)
+    monkeypatch.setattr(hard_concrete, "sample", unstretched)
     assert_property_fails(gate_props.test_sampled_masks_follow_the_closed_form)
 
 
@@ -93,7 +95,7 @@ def test_masks_initialised_like_model_weights_are_caught(monkeypatch):
     def like_model_weights(n, generator=None):
         return torch.randn(n, generator=generator) * 0.02
 
-    monkeypatch.setattr(gates, "init_log_alpha", like_model_weights)
+    monkeypatch.setattr(hard_concrete, "init_log_alpha", like_model_weights)
     assert_property_fails(regressions.test_masks_start_at_one_after_loading_a_pretrained_model)
 
 

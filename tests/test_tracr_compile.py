@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from epverify import engine
 from epverify.adapters.tracr import TracrAdapter
+from epverify.core import engine
 from epverify.errors import EpverifyError
 from epverify.tracr import load
 from epverify.tracr.compile import compile_rasp

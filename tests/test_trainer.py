@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from epverify import gates
 from epverify.adapters.tracr import TracrAdapter
+from epverify.core import hard_concrete
 from epverify.errors import EpverifyError
-from epverify.recover import tracr_data
 from epverify.tracr import load
-from epverify.trainer import PruneConfig, PruneData, prune
+from epverify.tracr.recover import tracr_data
+from epverify.train.loop import PruneConfig, PruneData, prune
 
 
 def _small():
@@ -81,5 +81,5 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_masks():
         prune(adapter, data, _config(), progress=progress)
     result = info.value.result
     assert len(result.history) == 3 and torch.isfinite(result.edge_log_alpha).all()
-    assert not torch.equal(result.edge_log_alpha, gates.init_log_alpha(adapter.graph.num_edges,
+    assert not torch.equal(result.edge_log_alpha, hard_concrete.init_log_alpha(adapter.graph.num_edges,
                                                                        torch.Generator().manual_seed(0)))

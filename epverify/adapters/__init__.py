@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ..core.masked import MaskedModel
 from ..errors import EpverifyError
-from ..masked import MaskedModel
 from .base import Adapter
 
 SUPPORTED = ("gpt2", "llama", "gpt_neox", "qwen2")

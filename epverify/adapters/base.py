@@ -19,7 +19,7 @@ from functools import cached_property
 
 import torch
 
-from ..graph import ComponentGraph
+from ..core.graph import ComponentGraph
 
 
 class Adapter:

@@ -27,10 +27,10 @@ import time
 
 import torch
 
-from ..circuit import prune_dangling
-from ..graph import OUTPUT
-from ..metrics import MaskEvaluator, as_adapter
-from ..trainer import PruneData
+from ..core.graph import OUTPUT
+from ..eval.evaluator import MaskEvaluator, as_adapter
+from ..io.circuit import prune_dangling
+from ..train.loop import PruneData
 from .base import MethodResult, circuit_from_mask
 
 

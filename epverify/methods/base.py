@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..circuit import Circuit
-from ..graph import ComponentGraph
+from ..core.graph import ComponentGraph
+from ..io.circuit import Circuit
 
 
 @dataclass

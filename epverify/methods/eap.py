@@ -14,7 +14,7 @@ here: its cost is one pruning step's.
 The metric must have a non-zero gradient at the full model. The faithfulness loss (KL to the full model)
 does not: the full model is its minimum, so every first-order score is 0 up to float rounding, and whatever
 ranking EAP with `metric="loss"` gives is rounding noise (on numerical Tracr outputs, exact zeros: AUC 0.5).
-Use EAP-IG for the loss. The default is the logit difference (`epverify.metrics`), linear in the outputs.
+Use EAP-IG for the loss. The default is the logit difference (`epverify.eval.evaluator`), linear in the outputs.
 
 Scores are ranked by magnitude (an edge that hurts the metric matters as much as one that helps); the signed
 gradients are kept in `info["signed"]`. Being first order, EAP underrates edges into saturated attention: on
@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from ..metrics import BatchMetric, MaskEvaluator, as_adapter
-from ..trainer import PruneData
+from ..eval.evaluator import BatchMetric, MaskEvaluator, as_adapter
+from ..train.loop import PruneData
 from .base import MethodResult
 
 

@@ -34,11 +34,11 @@ from dataclasses import fields
 
 import torch
 
-from .. import engine
 from ..adapters.base import Adapter
+from ..core import engine
 from ..errors import EpverifyError
-from ..metrics import BatchMetric, MaskEvaluator, as_adapter
-from ..trainer import PruneData
+from ..eval.evaluator import BatchMetric, MaskEvaluator, as_adapter
+from ..train.loop import PruneData
 from .base import MethodResult
 
 

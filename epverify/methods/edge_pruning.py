@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import torch
 
-from ..circuit import Circuit
-from ..evaluate import drop_redundant
-from ..metrics import as_adapter
-from ..trainer import PruneConfig, PruneData, prune
+from ..eval.evaluate import drop_redundant
+from ..eval.evaluator import as_adapter
+from ..io.circuit import Circuit
+from ..train.loop import PruneConfig, PruneData, prune
 from .base import MethodResult
 
 
@@ -25,7 +25,7 @@ def default_config(adapter, ablation: str = "interchange") -> PruneConfig:
     from ..adapters.tracr import TracrAdapter
 
     if isinstance(adapter, TracrAdapter):
-        from ..recover import tracr_config
+        from ..tracr.recover import tracr_config
 
         return tracr_config(ablation)
     return PruneConfig()
@@ -36,7 +36,7 @@ def redundant_tolerance(adapter) -> float | None:
     from ..adapters.tracr import TracrAdapter
 
     if isinstance(adapter, TracrAdapter):
-        from ..recover import REDUNDANT_TOLERANCE
+        from ..tracr.recover import REDUNDANT_TOLERANCE
 
         return REDUNDANT_TOLERANCE
     return None

@@ -6,7 +6,7 @@
    layer, the unembedding). An edge is structural when the writer writes a direction the reader reads; the JSON
    records the directions it carries. Any other edge changes only directions its reader ignores: it is exactly
    inert.
-2. Verification, per ablation, with the oracle (`epverify.oracle`) on the program's whole dataset. An output is
+2. Verification, per ablation, with the oracle (`epverify.core.oracle`) on the program's whole dataset. An output is
    the unembedded vector at every real position after BOS; two runs agree when they differ nowhere by more than
    `TOLERANCE`. Starting from the structural set, edges are dropped one at a time, always the one whose removal
    changes the outputs least (largest deviation from the full model), as long as the circuit without it still
@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from ..adapters.tracr import TracrAdapter
-from ..oracle import run_with_edges
+from ..core.oracle import run_with_edges
 from .data import dataset
 from .model import CompiledModel
 

@@ -1,0 +1,101 @@
+"""The oracle: run a model keeping only a given set of edges. Exact, slow, and written to be obviously right.
+
+Every writer's output is kept separately in residual space; every reader's input is built by a plain sum over its
+upstream writers, taking the writer's clean output where the edge is kept and its ablated output where it is not:
+
+    x_r = bias(r) + sum_w  (h_w if (w, r) kept else h~_w)
+
+`bias(r)` is the sum of attention-output biases upstream of r (constants that belong to no writer). This is the
+left-hand side of the identity the engine computes in delta form; tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..adapters.base import Adapter
+from ..errors import EpverifyError
+
+
+@torch.no_grad()
+def writer_outputs(adapter: Adapter, input_ids, attention_mask=None, kept=None, ablated=None):
+    """Each writer's output in residual space (name -> (B, T, d)) and the logits.
+
+    kept: set of (writer, reader) pairs, or None to keep every edge (the full model). ablated: writer name ->
+    ablated output (B, T, d), needed when kept is not None.
+    """
+    graph = adapter.graph
+    outputs: dict[str, torch.Tensor] = {}
+    embeds = adapter.embed(input_ids)
+    for i, name in enumerate(adapter.embed_names):
+        outputs[name] = embeds[i]
+    zeros = torch.zeros_like(embeds[0])
+
+    def reader_input(reader: str, n_writers: int, bias: torch.Tensor) -> torch.Tensor:
+        x = bias.clone()
+        for writer in graph.writers[:n_writers]:
+            if kept is None or (writer, reader) in kept:
+                x = x + outputs[writer]
+            else:
+                x = x + ablated[writer]
+        return x
+
+    bias = zeros
+    for layer in range(adapter.n_layers):
+        group = graph.attn_group(layer)
+        x = torch.stack([reader_input(r, group.n_writers, bias) for r in group.readers])
+        nq, nkv = adapter.n_heads, adapter.n_kv_heads
+        q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
+        a = adapter.attention(layer, q, k, v, attention_mask)
+        for h, write in enumerate(adapter.head_writes(layer, a)):
+            outputs[f"a{layer}.h{h}"] = write
+        layer_bias = adapter.attention_bias(layer)
+        after = bias if layer_bias is None else bias + layer_bias
+        mlp_group = graph.mlp_group(layer)
+        x = reader_input(f"m{layer}", mlp_group.n_writers, bias if adapter.parallel_mlp else after)
+        outputs[f"m{layer}"] = adapter.mlp(layer, x)
+        bias = after
+    x = reader_input(graph.out_group.readers[0], len(graph.writers), bias)
+    return outputs, adapter.unembed(x)
+
+
+@torch.no_grad()
+def run_with_edges(
+    adapter: Adapter,
+    input_ids: torch.Tensor,
+    edges,
+    ablation: str,
+    attention_mask: torch.Tensor | None = None,
+    corrupted_ids: torch.Tensor | None = None,
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Logits of the model keeping exactly `edges` (iterable of (writer, reader)), everything else ablated.
+
+    interchange: ablated outputs are the full model's writer outputs on `corrupted_ids`;
+    zero: every ablated output is 0;
+    mean: per position, the mean writer output over `reference` = (ids, attention_mask).
+    """
+    kept = {tuple(e) for e in edges}
+    if ablation == "interchange":
+        if corrupted_ids is None:
+            raise EpverifyError("interchange ablation needs corrupted_ids")
+        ablated, _ = writer_outputs(adapter, corrupted_ids, attention_mask)
+    elif ablation == "zero":
+        shape = (*input_ids.shape, adapter.d_model)
+        zero = torch.zeros(shape, dtype=adapter.dtype, device=adapter.device)
+        ablated = {w: zero for w in adapter.graph.writers}
+    elif ablation == "mean":
+        if reference is None:
+            raise EpverifyError("mean ablation needs reference inputs")
+        ref_ids, ref_mask = reference
+        outs, _ = writer_outputs(adapter, ref_ids, ref_mask)
+        weight = ref_mask.to(adapter.dtype)[:, :, None]  # (N, T, 1)
+        count = weight.sum(0).clamp(min=1)
+        seq = input_ids.shape[1]
+        ablated = {
+            w: ((o * weight).sum(0) / count)[:seq].expand(input_ids.shape[0], -1, -1) for w, o in outs.items()
+        }
+    else:
+        raise EpverifyError(f"the oracle supports interchange, zero and mean ablation, not {ablation!r}")
+    _, logits = writer_outputs(adapter, input_ids, attention_mask, kept=kept, ablated=ablated)
+    return logits

@@ -1,0 +1,363 @@
+"""One pruning run over several processes, launched with `accelerate launch` (or torchrun).
+
+    accelerate launch --config_file configs/fsdp.yaml -m epverify prune --model DIR --task TASK --out OUT
+
+Masks are replicated, data is split. Every process holds the same log-alphas, lambdas and Adam state, draws the
+same global batch and the same mask noise from the same seeded generator, runs the masked model on its own
+share of the batch's rows, and the mask and lambda gradients are averaged across processes before every
+optimizer step. So the masks are identical in every process after every step, and equal, up to the order of
+floating-point sums, to those of one process running the whole global batch. Only process 0 prints and writes.
+
+Frozen weights. Under an FSDP config (`distributed_type: FSDP`, any sharding strategy but NO_SHARD) each
+process keeps 1/N of every decoder layer's frozen weights (`LayerShards`); the engine calls the adapter one
+layer at a time, and the first call for a layer all-gathers that layer's weights, which stay until a call for
+another layer drops them. With per-layer checkpointing the backward recomputes each layer, gathering it again,
+so about one layer's full weights are alive at any time, as with FULL_SHARD. Replicated in every process: the
+embeddings, the final norm and the unembedding, and each layer's attention output projection (and its bias),
+which the delta stack keeps for the whole step to fold the heads' gradients. Nothing is trained in the model,
+so there are no weight gradients or optimizer state to shard. See docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import EpverifyError
+
+# FSDP1 sharding strategies as `accelerate launch` exports them (by name or by the enum's value)
+_NO_SHARD = ("NO_SHARD", "3")
+
+
+def _env_flag(env, name: str) -> bool:
+    return env.get(name, "false").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """What `accelerate launch` (or torchrun) says about this process and the run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    launched: bool = False  # started by accelerate launch or torchrun: place the model on this process's GPU
+    use_cpu: bool = False  # accelerate launch --cpu
+    fsdp: bool = False  # distributed_type FSDP
+    shard: bool = False  # FSDP with a sharding strategy other than NO_SHARD
+    offload: bool = False  # fsdp_offload_params: shards live in host memory, copied to the GPU to be gathered
+    checkpoint_layers: bool = False  # fsdp_activation_checkpointing
+    layer_classes: tuple[str, ...] = ()  # fsdp_transformer_layer_cls_to_wrap
+    dtype: torch.dtype | None = None  # mixed_precision bf16 / fp16: the frozen weights' dtype
+
+    @classmethod
+    def from_env(cls, env=None) -> LaunchSettings:
+        env = os.environ if env is None else env
+        fsdp = _env_flag(env, "ACCELERATE_USE_FSDP")
+        strategy = env.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
+        precision = env.get("ACCELERATE_MIXED_PRECISION", "no").strip().lower()
+        classes = env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")
+        return cls(
+            rank=int(env.get("RANK", 0)),
+            world_size=int(env.get("WORLD_SIZE", 1)),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            launched="LOCAL_RANK" in env or "ACCELERATE_MIXED_PRECISION" in env,
+            use_cpu=_env_flag(env, "ACCELERATE_USE_CPU"),
+            fsdp=fsdp,
+            shard=fsdp and strategy not in _NO_SHARD,
+            offload=fsdp and _env_flag(env, "FSDP_OFFLOAD_PARAMS"),
+            checkpoint_layers=fsdp and _env_flag(env, "FSDP_ACTIVATION_CHECKPOINTING"),
+            layer_classes=tuple(c.strip() for c in classes.split(",") if c.strip()),
+            dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision),
+        )
+
+
+def is_main_process() -> bool:
+    """True in process 0 of a launched run, and in a plain single process."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def quiet_unless_main() -> None:
+    """In every process but process 0, send standard output to nowhere: process 0 speaks for the run. Errors
+    (standard error) still come from the process that has them."""
+    if not is_main_process():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+
+
+@dataclass
+class Parallel:
+    """This process's place in the run, and the few collective steps the trainer needs.
+
+    One process (the default, `Parallel()`) runs the whole batch and every method is the identity."""
+
+    settings: LaunchSettings = field(default_factory=LaunchSettings)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    group: object = None  # the process group, when this object created it
+
+    @property
+    def rank(self) -> int:
+        return self.settings.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.settings.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        return self.settings.shard and self.world_size > 1
+
+    def adjust(self, config):
+        """The prune config as this launch runs it: the FSDP config's activation checkpointing turns on
+        per-layer checkpointing (without it, every gathered layer stays alive until the backward)."""
+        if self.settings.checkpoint_layers and not config.checkpoint_layers:
+            from dataclasses import replace
+
+            return replace(config, checkpoint_layers=True)
+        return config
+
+    def check(self, config) -> None:
+        """Raise an EpverifyError for a prune config this run cannot split across processes."""
+        if self.world_size == 1:
+            return
+        if config.estimator != "pathwise":
+            raise EpverifyError(f"the {config.estimator} estimator runs in one process only: launch with "
+                                "--num_processes 1, or use the pathwise estimator")
+        if config.batch_size < self.world_size:
+            raise EpverifyError(f"the batch ({config.batch_size}) is smaller than the number of processes "
+                                f"({self.world_size}): give --batch-size of at least {self.world_size}")
+
+    # ----- the training step -------------------------------------------------------------------------------
+    def rows(self, n: int) -> slice:
+        """This process's contiguous share of a global batch of n rows (the first n % N processes get one more)."""
+        if n < self.world_size:
+            raise EpverifyError(f"a batch of {n} rows cannot be split over {self.world_size} processes: give at "
+                                f"least {self.world_size} examples and --batch-size {self.world_size}")
+        base, extra = divmod(n, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def share_size(self, n: int) -> int:
+        """The most rows any process runs of a batch of n: the batch size to use where every process must run
+        every example (evaluation with sharded weights) without holding more than in training."""
+        return -(-n // self.world_size)
+
+    def local_objective(self, faithfulness: torch.Tensor) -> torch.Tensor:
+        """The faithfulness term to backpropagate here: this process's share of the global batch's loss, scaled
+        so that averaging the gradients over processes gives the gradient of the whole batch's loss while the
+        sparsity terms (the same in every process) keep theirs."""
+        return faithfulness if self.world_size == 1 else faithfulness * self.world_size
+
+    def average_gradients(self, params: list[torch.Tensor], faithfulness: torch.Tensor) -> torch.Tensor:
+        """Average the parameters' gradients over processes (one all-reduce); returns the global batch's
+        faithfulness, the sum of every process's share."""
+        if self.world_size == 1:
+            return faithfulness
+        import torch.distributed as dist
+
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [faithfulness.detach().reshape(1).to(grads[0].dtype)])
+        dist.all_reduce(flat)  # sum
+        offset = 0
+        for p in params:
+            p.grad = (flat[offset : offset + p.numel()] / self.world_size).view_as(p)
+            offset += p.numel()
+        return flat[-1]
+
+    # ----- the model ---------------------------------------------------------------------------------------
+    def wrap_pretrained(self, path: str | Path):
+        """Load a local checkpoint in the launch's dtype, shard its decoder layers (FSDP) and put it on this
+        process's device; a MaskedModel as `epverify.adapters.wrap_pretrained` returns."""
+        from ..adapters import wrap_pretrained
+        from ..core.masked import MaskedModel
+
+        masked = wrap_pretrained(path, dtype=self.settings.dtype)  # host memory first: only shards move
+        if self.sharded:
+            shards = LayerShards(masked.adapter, self)
+            masked.adapter.model.to(self.device)  # the replicated weights; shards are held by LayerShards
+            masked = MaskedModel(ShardedAdapter(masked.adapter, shards))
+        elif self.device.type != "cpu":
+            masked.adapter.model.to(self.device)
+        if self.world_size > 1 and self.is_main:
+            print(self.describe(masked), flush=True)
+        return masked
+
+    def describe(self, masked) -> str:
+        """One line on how the run is split: processes, device, and what each process holds of the weights."""
+        mib = 2**20
+        total = sum(p.numel() * p.element_size() for p in masked.adapter.model.parameters())
+        head = f"{self.world_size} processes on {self.device.type}, each running its share of every batch"
+        adapter = masked.adapter
+        if not isinstance(adapter, ShardedAdapter):
+            return f"{head}; weights replicated: {total / mib:,.1f} MiB per process"
+        s = adapter.shards
+        offload = " (in host memory)" if self.settings.offload else ""
+        return (f"{head}; FSDP: decoder layers sharded, {s.sharded_bytes / self.world_size / mib:,.1f} of "
+                f"{s.sharded_bytes / mib:,.1f} MiB per process{offload}; replicated: {total / mib:,.1f} MiB "
+                "(embeddings, unembedding, final norm, attention output projections)")
+
+    def close(self) -> None:
+        if self.group is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.group = None
+
+
+def setup(settings: LaunchSettings | None = None) -> Parallel:
+    """This process's Parallel, joining the process group when launched with several processes."""
+    settings = LaunchSettings.from_env() if settings is None else settings
+    use_gpu = settings.launched and not settings.use_cpu and torch.cuda.is_available()
+    device = torch.device("cuda", settings.local_rank) if use_gpu else torch.device("cpu")
+    parallel = Parallel(settings, device)
+    if settings.world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if use_gpu:
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if use_gpu else "gloo")
+            parallel.group = dist.group.WORLD
+            atexit.register(parallel.close)
+        if not parallel.is_main:
+            logging.getLogger("epverify").setLevel(logging.ERROR)  # warnings once, from process 0
+    return parallel
+
+
+# ----- sharded frozen weights ------------------------------------------------------------------------------------
+def _layer_modules(adapter) -> list[nn.Module]:
+    modules = getattr(adapter, "layers", None) or getattr(adapter, "blocks", None)
+    if modules is None or len(modules) != adapter.n_layers:
+        raise EpverifyError(f"{type(adapter).__name__} has no per-layer modules to shard: FSDP sharding needs a "
+                            "Hugging Face model (GPT-2, Llama, GPT-NeoX, Qwen2); use a config without FSDP")
+    return list(modules)
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """a and b are the same weights (b possibly a reshaped view of a)."""
+    return a.data_ptr() == b.data_ptr() and a.numel() == b.numel()
+
+
+@dataclass
+class _Slot:
+    module: nn.Module
+    name: str
+    shape: torch.Size
+    offset: int
+
+
+class LayerShards:
+    """Each process's 1/N of every decoder layer's frozen weights, and the one layer gathered at a time.
+
+    A layer's sharded parameters are flattened into one vector, padded to a multiple of N; this process keeps
+    its slice (in host memory under CPU offload) and the layer's modules hold empty placeholders. `gather(l)`
+    all-gathers layer l into a fresh buffer and points the modules at views of it; the previous layer's modules
+    get their placeholders back, and its buffer is freed as soon as autograd no longer holds views of it. Every
+    process calls `gather` in the same order (same layers, same steps), as collectives need.
+    """
+
+    def __init__(self, adapter, parallel: Parallel):
+        self.parallel = parallel
+        self.device = parallel.device
+        home = torch.device("cpu") if parallel.settings.offload else parallel.device
+        modules = _layer_modules(adapter)
+        wanted = parallel.settings.layer_classes
+        kind = type(modules[0]).__name__
+        if wanted and kind not in wanted:
+            raise EpverifyError(f"the FSDP config wraps {', '.join(wanted)} but this model's decoder layers are "
+                                f"{kind}: set fsdp_transformer_layer_cls_to_wrap: {kind}")
+        n = parallel.world_size
+        self.shards: list[torch.Tensor] = []
+        self.slots: list[list[_Slot]] = []
+        self.placeholders: list[list[nn.Parameter]] = []
+        self.sharded_bytes = 0
+        for layer, module in enumerate(modules):
+            kept = [adapter.head_out_weight(layer), adapter.attention_bias(layer)]
+            slots, parts, offset = [], [], 0
+            for sub in module.modules():
+                for name, p in sub.named_parameters(recurse=False):
+                    if any(k is not None and _same_tensor(p, k) for k in kept):
+                        continue  # replicated
+                    slots.append(_Slot(sub, name, p.shape, offset))
+                    parts.append(p.detach().reshape(-1))
+                    offset += p.numel()
+            dtypes = {t.dtype for t in parts}
+            if len(dtypes) != 1:
+                raise EpverifyError(f"layer {layer} mixes parameter dtypes {sorted(map(str, dtypes))}: load the "
+                                    "model in one dtype to shard it")
+            flat = torch.cat(parts)
+            flat = torch.cat([flat, flat.new_zeros(-len(flat) % n)])
+            shard = flat.view(n, -1)[parallel.rank].clone().to(home)
+            if home != self.device and self.device.type == "cuda":
+                shard = shard.pin_memory()  # offloaded: copied to the GPU on every gather
+            self.shards.append(shard)
+            self.sharded_bytes += offset * flat.element_size()
+            self.slots.append(slots)
+            empty = flat.new_empty(0, device=self.device)
+            self.placeholders.append([nn.Parameter(empty, requires_grad=False) for _ in slots])
+            self._point(layer, self.placeholders[layer])
+            del flat, parts
+        self.current: int | None = None
+        self.gathers = 0  # all-gathers so far
+
+    def _point(self, layer: int, tensors) -> None:
+        for slot, t in zip(self.slots[layer], tensors):
+            slot.module._parameters[slot.name] = t
+
+    def gather(self, layer: int) -> None:
+        """Make layer `layer`'s full weights available to its modules (a collective the first time in a row)."""
+        if layer == self.current:
+            return
+        import torch.distributed as dist
+
+        if self.current is not None:
+            self._point(self.current, self.placeholders[self.current])
+        shard = self.shards[layer].to(self.device, non_blocking=True)
+        flat = shard.new_empty(shard.numel() * self.parallel.world_size)
+        (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor)(flat, shard)
+        views = [nn.Parameter(flat[s.offset : s.offset + s.shape.numel()].view(s.shape), requires_grad=False)
+                 for s in self.slots[layer]]
+        self._point(layer, views)
+        self.current = layer
+        self.gathers += 1
+
+
+# Adapter calls that read one layer's weights: the layer is their first argument.
+PER_LAYER_CALLS = ("project", "position", "attention_qkv", "attention", "head_out_weight", "head_writes",
+                   "head_write_sum", "attention_bias", "mlp")
+
+
+class ShardedAdapter:
+    """An adapter over a model whose decoder layers are sharded: each per-layer call gathers its layer first.
+
+    Everything else (names, sizes, the component graph, embeddings, unembedding) is the wrapped adapter's."""
+
+    def __init__(self, adapter, shards: LayerShards):
+        self._adapter = adapter
+        self.shards = shards
+
+    def __getattr__(self, name: str):
+        return getattr(self._adapter, name)
+
+
+def _gathering(name: str):
+    def call(self, layer: int, *args, **kwargs):
+        self.shards.gather(layer)
+        return getattr(self._adapter, name)(layer, *args, **kwargs)
+
+    call.__name__ = name
+    call.__doc__ = f"The wrapped adapter's `{name}`, with the layer's weights gathered first."
+    return call
+
+
+for _name in PER_LAYER_CALLS:
+    setattr(ShardedAdapter, _name, _gathering(_name))

@@ -1,0 +1,165 @@
+"""Predict the peak memory of one Edge Pruning step, from a model config and a batch shape.
+
+The memory plan (what the engine does, and so what this counts):
+- frozen weights in the model's dtype; no gradients or optimizer state for them;
+- one stack of writer deltas (writers x B x T x d, model dtype); its gradients accumulate in float32, heads in
+  their own head_dim space (folded through the output projection), so the gradient side is about 1/H of the
+  stack, and the embeddings (upstream of every mask) need none; the folding's intermediates stay under one
+  attention chunk's reader inputs, which each layer's working set already counts;
+- the ablated (corrupted) run's record, kept under no_grad: per layer the residuals the readers read and the
+  per-head outputs before projection;
+- masks, lambdas and their Adam state in float32, one set per edge;
+- logits at full vocabulary at the loss positions (and at every position in the ablated record);
+- the working set of one layer: with per-layer checkpointing only the layer being (re)computed holds its reader
+  inputs (a chunk of batch rows at a time), attention scores and MLP activations; without it every layer keeps
+  them until the backward.
+
+`estimate` is checked against measurement: on the CPU the allocator's peak (`measure_cpu_peak`, small configs,
+bench/memory_check.py, tests/test_memory_and_scale.py), on a GPU torch.cuda.max_memory_allocated (bench/scale.py,
+CodeLlama-13B's shape). docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..core.graph import count_edges
+
+
+@dataclass
+class Shape:
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    head_dim: int
+    d_mlp: int
+    vocab: int
+    n_embeds: int
+    gated_mlp: bool
+    tied: bool
+    parallel_mlp: bool = False
+
+
+@dataclass
+class Estimate:
+    total: int
+    parts: dict[str, int] = field(default_factory=dict)
+
+
+def shape_of(config) -> Shape:
+    """Read the sizes the estimate needs from a Hugging Face config (GPT-2, Llama, GPT-NeoX, Qwen2)."""
+    kind = getattr(config, "model_type", "")
+    if kind == "gpt2":
+        d = config.n_embd
+        return Shape(config.n_layer, config.n_head, config.n_head, d, d // config.n_head,
+                     config.n_inner or 4 * d, config.vocab_size, 2, False, True)
+    d = config.hidden_size
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or d // heads
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    parallel = kind == "gpt_neox" and getattr(config, "use_parallel_residual", True)
+    return Shape(config.num_hidden_layers, heads, kv, d, head_dim, config.intermediate_size, config.vocab_size, 1,
+                 kind != "gpt_neox", tied, parallel)
+
+
+def parameter_count(s: Shape) -> int:
+    return s.n_layers * (sharded_layer_parameters(s) + s.d_model * s.head_dim * s.n_heads) + \
+        s.vocab * s.d_model * (1 if s.tied else 2)
+
+
+def sharded_layer_parameters(s: Shape) -> int:
+    """A decoder layer's parameters that FSDP sharding splits (epverify.scale.distributed): all but the attention
+    output projection, which stays replicated (norms neglected)."""
+    qkv = s.d_model * s.head_dim * (s.n_heads + 2 * s.n_kv_heads)
+    return qkv + (3 if s.gated_mlp else 2) * s.d_model * s.d_mlp
+
+
+def estimate(config, batch: int, seq_len: int, dtype: torch.dtype = torch.float32,
+             checkpoint: bool = True, examples: int | None = None, shards: int = 1) -> Estimate:
+    """Predicted peak bytes of one pruning step (interchange ablation) in one process, and its parts.
+
+    `batch`: the rows this process runs (under `accelerate launch`, its share of the global batch).
+    `examples`: rows in the dataset (None: the batch is the whole dataset, as in bench/scale.py); it decides
+    whether the trainer caches the corrupted runs of the whole dataset (then a batch's rows are a second copy).
+    `shards`: processes the decoder layers are sharded over (FSDP, epverify.scale.distributed): each holds 1/shards
+    of them and one layer gathered at a time; embeddings, unembedding and output projections stay whole.
+    Checked against measurement in tests/test_memory_and_scale.py and docs/benchmarks.md.
+    """
+    from ..core.engine import READER_CHUNK_BYTES
+    from ..train.loop import CACHE_BYTES
+
+    s = config if isinstance(config, Shape) else shape_of(config)
+    width = torch.empty((), dtype=dtype).element_size()
+    tokens = batch * seq_len
+    writers = s.n_embeds + s.n_layers * (s.n_heads + 1)
+    readers_per_layer = s.n_heads + 2 * s.n_kv_heads
+    edges = count_edges(s.n_layers, s.n_heads, s.n_kv_heads, s.n_embeds, s.parallel_mlp)
+    residual = tokens * s.d_model
+    head_outputs = tokens * s.n_heads * s.head_dim
+
+    # The ablated run's record: per layer the residuals its readers read and the heads' outputs, and the logits.
+    # The trainer keeps the whole dataset's when that fits in CACHE_BYTES, and then copies out each batch's rows.
+    record_row = (seq_len * ((s.n_embeds + 3 * s.n_layers + 1) * s.d_model + s.n_layers * s.n_heads * s.head_dim
+                             + s.vocab)) * width
+    n = batch if examples is None else examples
+    cached = n * seq_len * (s.d_model * (s.n_embeds + 4 * s.n_layers + 2)
+                            + s.n_layers * s.n_heads * s.head_dim) * 4 <= CACHE_BYTES
+    ablated = record_row * (batch + (n if cached else 0))
+
+    # One layer's working set. The attention readers are mixed a chunk of batch rows at a time (engine): in the
+    # backward a chunk's reader-input gradients (two) and one q/k/v group's norm gradients (float32), the
+    # chunk's attention scores and softmax (float32), q/k/v and their gradients. The MLP: hidden activations and
+    # their gradients, its input and norm and their gradients. The larger of the two is the peak.
+    rows = max(1, min(batch, READER_CHUNK_BYTES // (readers_per_layer * seq_len * s.d_model * 4)))
+    chunk = rows * seq_len * s.d_model
+    attention_work = ((2 * readers_per_layer + 4 * s.n_heads) * chunk * 4
+                      + 3 * rows * s.n_heads * seq_len**2 * 4
+                      + 6 * rows * seq_len * s.n_heads * s.head_dim * width)
+    mlp_work = 6 * tokens * s.d_mlp * width + 4 * residual * width
+    # Without checkpointing autograd keeps every layer's activations until the backward, and the peak is where
+    # the backward begins (each layer's backward then frees about what it allocates): per layer the reader
+    # inputs, the softmax output (float32) and the weights the product with v keeps, the MLP's hidden
+    # activations, q/k/v and the rotated q and k.
+    kept = (readers_per_layer * residual * width + 2 * batch * s.n_heads * seq_len**2 * 4
+            + 4 * tokens * s.d_mlp * width + 4 * head_outputs * width)
+    weights = parameter_count(s) * width
+    if shards > 1:
+        layers = s.n_layers * sharded_layer_parameters(s) * width
+        weights += layers // shards - layers + sharded_layer_parameters(s) * width
+    parts = {
+        "weights": weights,
+        "delta_stack": writers * residual * width,
+        "stack_gradients": 4 * s.n_layers * (head_outputs + residual),
+        "ablated_run": ablated,
+        "masks_and_optimizer": 6 * edges * 4,
+        # the masked run unembeds the loss positions only (one per example): logits, float32 log-softmax, gradient
+        "logits": 3 * batch * s.vocab * 4,
+        "layer_working_set": max(attention_work, mlp_work) if checkpoint else s.n_layers * kept,
+    }
+    return Estimate(sum(parts.values()), parts)
+
+
+def measure_cpu_peak(fn) -> tuple[object, int]:
+    """Run fn() on the CPU and return (its result, the peak bytes torch's CPU allocator held during it beyond
+    what was allocated before): the CPU counterpart of torch.cuda.max_memory_allocated.
+
+    The allocator's accounting comes from torch.profiler (profile_memory=True), which reports the allocator's
+    running total at every allocation and free. The process's RSS is no measure of this: glibc malloc keeps
+    freed blocks, so a step's RSS shows about twice its live tensors.
+    """
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    peak, stack = 0, list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+            peak = max(peak, event.extra_fields.total_allocated)
+        stack.extend(event.children)
+    return result, peak
