@@ -36,10 +36,10 @@ import torch  # noqa: E402
 
 from epverify.adapters.tracr import TracrAdapter  # noqa: E402
 from epverify.eval.curves import auc, faithfulness_curve, precision_recall, truth_mask  # noqa: E402
-from epverify.eval.evaluator import MaskEvaluator  # noqa: E402
+from epverify.eval.evaluator import Evaluator  # noqa: E402
 from epverify.methods import acdc, eap, eap_ig, edge_pruning  # noqa: E402
 from epverify.tracr import load as load_program  # noqa: E402
-from epverify.tracr.recover import tracr_config, tracr_data  # noqa: E402
+from epverify.tracr.policy import tracr_config, tracr_data  # noqa: E402
 from epverify.trained import induction  # noqa: E402
 
 DEFAULT_PROGRAMS = ("reverse,xproportion,hist,sort_unique,sort,sort_freq,pair_balance,count_less_freq,"
@@ -68,7 +68,7 @@ def load_target(name: str, ablation: str, quick: bool):
     return TracrAdapter(model), tracr_data(model), truth, "truth", config
 
 
-def run_method(name: str, adapter, data, ablation: str, ev: MaskEvaluator, config, args):
+def run_method(name: str, adapter, data, ablation: str, ev: Evaluator, config, args):
     if name == "edge-pruning":
         return edge_pruning(adapter, data, ablation, config=config, seed=args.seed)
     if name == "eap":
@@ -81,7 +81,7 @@ def run_method(name: str, adapter, data, ablation: str, ev: MaskEvaluator, confi
 def compare(name: str, args) -> list[dict]:
     adapter, data, truth, truth_kind, config = load_target(name, args.ablation, args.quick)
     graph = adapter.graph
-    ev = MaskEvaluator(adapter, data, args.ablation)
+    ev = Evaluator(adapter, data, args.ablation)
     truth_set = set(truth)
     mask = truth_mask(graph, truth)
     key = tuple(induction.load_meta()["key_edge"]) if name == "induction" else None

@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from scale import boolean_shaped_batch  # noqa: E402
 
+from epverify import PruneConfig, prune  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
 from epverify.scale import memory  # noqa: E402
-from epverify.train.loop import PruneConfig, prune  # noqa: E402
 
 CONFIGS = {
     "tiny": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,

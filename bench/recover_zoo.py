@@ -21,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from epverify import PruneConfig  # noqa: E402
 from epverify.tracr import zoo  # noqa: E402
 from epverify.tracr.model import CompiledModel  # noqa: E402
-from epverify.tracr.recover import recover_many, tracr_config  # noqa: E402
-from epverify.train.loop import PruneConfig  # noqa: E402
+from epverify.tracr.policy import tracr_config  # noqa: E402
+from epverify.tracr.recover import recover_many  # noqa: E402
 
 
 def _parse_set(items: list[str]) -> dict:

@@ -30,11 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from epverify.adapters.tracr import TracrAdapter  # noqa: E402
-from epverify.eval.evaluate import evaluate  # noqa: E402
+from epverify.eval.evaluator import evaluate  # noqa: E402
 from epverify.tracr import zoo  # noqa: E402
 from epverify.tracr.ground_truth import TOLERANCE, Verifier, eliminate_in_list_order, structural_edges  # noqa: E402
 from epverify.tracr.model import CompiledModel  # noqa: E402
-from epverify.tracr.recover import tracr_config, tracr_data  # noqa: E402
+from epverify.tracr.policy import tracr_config, tracr_data  # noqa: E402
+from epverify.train import prune  # noqa: E402
+from epverify.train.estimators import Score  # noqa: E402
 
 GRID = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -102,16 +104,16 @@ def trace(model: CompiledModel, ablation: str, seed: int) -> None:
         rest[index] = False
     output = [graph.edge_index[e] for e in truth if e[1] == "resid_post"]
     snapshots = {}
-    estimate = trainer.ScoreGradient.__call__
+    estimate = Score.__call__
 
-    def recording(self, *args):  # the log-alphas are the 7th argument of ScoreGradient.__call__
-        snapshots[self.steps + 1] = args[6][0].detach().clone()
-        return estimate(self, *args)
+    def recording(self, params, *args):  # the log-alphas are Score.__call__'s first argument
+        snapshots[self.steps + 1] = params[0].detach().clone()
+        return estimate(self, params, *args)
 
-    trainer.ScoreGradient.__call__ = recording
+    Score.__call__ = recording
     torch.manual_seed(seed)
-    result = trainer.prune(adapter, tracr_data(model), replace(tracr_config(ablation), seed=seed))
-    trainer.ScoreGradient.__call__ = estimate
+    result = prune(adapter, tracr_data(model), replace(tracr_config(ablation), seed=seed))
+    Score.__call__ = estimate
     for step in range(25, len(result.history) + 1, 25):
         la, h = snapshots[step], result.history[step - 1]
         t, d, r = la[groups["truth"]], la[groups["dropped structural"]], la[rest]

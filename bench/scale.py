@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from epverify import PruneConfig, PruneData, prune  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
 from epverify.scale import memory  # noqa: E402
-from epverify.train.loop import PruneConfig, PruneData, prune  # noqa: E402
 
 CONFIGS = {
     # CodeLlama-13B: 40 layers, 40 heads, 40 KV heads, d 5120, MLP 13824, vocab 32016

@@ -22,10 +22,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from scale import boolean_shaped_batch  # noqa: E402
 
+from epverify import PruneConfig, prune  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
 from epverify.core.masked import MaskedModel  # noqa: E402
 from epverify.scale import distributed, memory  # noqa: E402
-from epverify.train.loop import PruneConfig, prune  # noqa: E402
 
 SHAPE = dict(hidden_size=512, intermediate_size=4096, num_hidden_layers=4, num_attention_heads=8,
              num_key_value_heads=8, vocab_size=8192, max_position_embeddings=256)

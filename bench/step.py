@@ -19,6 +19,7 @@ Ratios are printed last.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -31,9 +32,12 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from epverify import PruneConfig, PruneData  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
-from epverify.core import engine, hard_concrete  # noqa: E402
-from epverify.train.loop import AblationSource, Adam, Faithfulness, PruneData, expected_sparsity  # noqa: E402
+from epverify.core import engine  # noqa: E402
+from epverify.eval import evaluator  # noqa: E402
+from epverify.scale.distributed import Parallel  # noqa: E402
+from epverify.train.loop import Training  # noqa: E402
 
 # ----- cases ---------------------------------------------------------------------------------------------------
 DEVICE = torch.device("cpu")  # --device
@@ -81,7 +85,7 @@ def _hf_case(kind: str, batch: int, seq: int, quick: bool):
 def _tracr_case(name: str, batch: int, quick: bool):
     from epverify.tracr import load
     from epverify.tracr.model import CompiledModel
-    from epverify.tracr.recover import tracr_data
+    from epverify.tracr.policy import tracr_data
 
     if name == "wide":
         model = _wide_tracr(quick)
@@ -145,34 +149,12 @@ CASES = {
 
 # ----- the pruning step ------------------------------------------------------------------------------------------
 def pruning_step_fn(model, data: PruneData):
-    """One trainer step on `data` as a closure (the full model's targets cached once, as the trainer does)."""
-    masked = wrap(model)
-    adapter = masked.adapter
-    if hasattr(model, "parameters"):
-        for p in model.parameters():
-            p.requires_grad_(False)
-    loss_fn = Faithfulness(adapter, data, len(data))
-    ablated_for = AblationSource(adapter, data, "interchange", len(data))
-    log_alpha = hard_concrete.init_log_alpha(adapter.graph.num_edges).to(adapter.device).requires_grad_()
-    lambdas = torch.zeros(2, device=adapter.device, requires_grad=True)
-    opt = Adam([log_alpha], lr=0.8)  # the trainer's optimizer
-    lambda_opt = Adam([lambdas], lr=0.8, maximize=True)
-    edge_writer = torch.tensor(adapter.graph.edge_writer, device=adapter.device)
-    index = torch.arange(len(data))
-
-    def step():
-        ablated = ablated_for(index)
-        logits = engine.masked_run(adapter, data.input_ids, ablated, hard_concrete.sample(log_alpha),
-                                   attention_mask=data.attention_mask, positions=data.loss_mask)
-        gap = expected_sparsity(log_alpha, None, edge_writer) - 0.5
-        loss = loss_fn(logits, index) + lambdas[0] * gap + lambdas[1] * gap**2
-        opt.zero_grad()
-        lambda_opt.zero_grad()
-        loss.backward()
-        opt.step()
-        lambda_opt.step()
-
-    return step
+    """One step of the trainer's own loop (`train.loop.Training.step`: sample a batch and masks, the masked run,
+    the objective, the backward, both optimizers) on `data`, the whole data each step, as a closure."""
+    config = PruneConfig(target_sparsity=0.5, steps=2**62, warmup_steps=0, batch_size=len(data))
+    run = Training(wrap(model).adapter, data, config, Parallel())
+    steps = itertools.count()
+    return lambda: run.step(next(steps))
 
 
 # ----- measurement -----------------------------------------------------------------------------------------------
@@ -314,7 +296,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.uncached:
-        trainer.CACHE_BYTES = -1
+        evaluator.CACHE_BYTES = -1
     if args._memory:
         print(_measure_memory(args._memory[0], args._memory[1], args.quick))
         return

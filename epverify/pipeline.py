@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from .core import engine
 from .errors import EpverifyError
 from .eval.checks import flag_empty
+from .eval.evaluator import Evaluator
 from .io import atomic, checkpoint
 from .io.circuit import Circuit
 from .io.export import mask_scores
 from .scale import distributed
 from .tasks import get_task
-from .train.loop import PruneConfig, PruneData, prune
+from .train import PruneConfig, prune
 
 # circuit.json carries every edge's score (sigmoid of its log-alpha; MIB and EAP-IG exports rank by it) up to this
 # many edges (GPT-2 small: 32,936, about 1 MB); larger graphs keep their log-alphas in checkpoint.pt only.
@@ -38,24 +35,6 @@ def load_tokenizer(path: str | Path):
             f"no tokenizer could be loaded from {path} ({str(err).splitlines()[0]}): save the tokenizer beside the"
             " model with tokenizer.save_pretrained(path)"
         ) from None
-
-
-@torch.no_grad()
-def _logits_in_batches(masked, batch, edge_mask, ablation, mean, batch_size: int):
-    """Circuit and full-model logits at each example's target position: (N, V) each."""
-    circuit_rows, full_rows = [], []
-    n = batch.clean_ids.shape[0]
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        ids, mask = batch.clean_ids[sl], batch.attention_mask[sl]
-        rows = torch.arange(ids.shape[0])
-        pos = batch.target_positions[sl]
-        full = engine.forward(masked.adapter, ids, mask)
-        circuit = masked.run(ids, mask, corrupted_ids=batch.corrupted_ids[sl], ablation=ablation,
-                             edge_mask=edge_mask, mean=mean)
-        full_rows.append(full[rows, pos].float())
-        circuit_rows.append(circuit[rows, pos].float())
-    return torch.cat(circuit_rows), torch.cat(full_rows)
 
 
 OUTPUTS = ("circuit.json", "metrics.json", "circuit.png", "circuit.svg", "training.png")  # circuit.json last
@@ -89,6 +68,22 @@ def clear_out_dir(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def encode_task(masked, model_path: str | Path, task, n_examples: int, seed: int):
+    """The task's examples encoded with the tokenizer saved beside the model (an EncodedTask), checked against
+    the model: no prompt longer than its positions, no token id beyond its embeddings."""
+    tokenizer = load_tokenizer(model_path)
+    config_hf = getattr(masked.adapter, "config", None)
+    max_len = getattr(config_hf, "max_position_embeddings", None) or getattr(config_hf, "n_positions", None)
+    encoded = task.encode(tokenizer, task.examples(n_examples, seed=seed), max_length=max_len)
+    data, vocab = encoded.data, getattr(config_hf, "vocab_size", None)
+    highest = max(int(data.input_ids.max()), int(data.corrupted_ids.max()))
+    if vocab is not None and highest >= vocab:
+        raise EpverifyError(f"the tokenizer in {model_path} produces token id {highest} but the model has"
+                            f" {vocab} embeddings: the tokenizer does not belong to this model; save the model's"
+                            " own tokenizer beside it")
+    return encoded
+
+
 def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, out_dir: str | Path,
                   n_examples: int = 256, task_options: dict | None = None, progress=None,
                   checkpoint_every: int = 0, resume: bool = False, draw: bool = True, on_ready=None) -> Circuit:
@@ -104,52 +99,37 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
     parallel = distributed.setup()  # one process, unless started by `accelerate launch` (see docs/scale.md)
     config = parallel.adjust(config)
     masked = parallel.wrap_pretrained(model_path)
-    tokenizer = load_tokenizer(model_path)
-    config_hf = getattr(masked.adapter, "config", None)
-    max_len = getattr(config_hf, "max_position_embeddings", None) or getattr(config_hf, "n_positions", None)
-    encoded = task.encode(tokenizer, task.examples(n_examples, seed=config.seed), max_length=max_len)
-    batch = encoded.batch.to(parallel.device)
-    vocab = getattr(config_hf, "vocab_size", None)
-    highest = max(int(batch.clean_ids.max()), int(batch.corrupted_ids.max()) if batch.corrupted_ids is not None
-                  else 0)
-    if vocab is not None and highest >= vocab:
-        raise EpverifyError(f"the tokenizer in {model_path} produces token id {highest} but the model has"
-                            f" {vocab} embeddings: the tokenizer does not belong to this model; save the model's"
-                            " own tokenizer beside it")
-    data = PruneData(batch.clean_ids, batch.attention_mask, batch.kl_mask, batch.corrupted_ids)
+    encoded = encode_task(masked, model_path, task, n_examples, config.seed)
+    data = encoded.data.to(parallel.device)
     if on_ready is not None:
         on_ready()
     result = prune(masked.adapter, data, config, progress=progress if parallel.is_main else None,
                    checkpoint_path=out / checkpoint.FILENAME, checkpoint_every=checkpoint_every, resume=resume,
                    parallel=parallel)
-
     scores = mask_scores(masked.graph, result.edge_log_alpha) if masked.graph.num_edges <= SCORED_EDGES else {}
     circuit = Circuit.from_masks(masked.graph, result.edge_log_alpha, result.node_log_alpha,
                                  model={**masked.adapter.summary(), "path": str(model_path)},
                                  ablation=config.ablation, scores=scores)
     empty = flag_empty(circuit, config.target_sparsity, context=f"{task_name} on {model_path}")
-    mean = None
-    if config.ablation == "mean":
-        mean = engine.mean_record([engine.full_run(masked.adapter, batch.clean_ids, batch.attention_mask)],
-                                  [batch.attention_mask])
-    edge_mask = circuit.mask(masked.graph).to(masked.adapter.dtype)
-    circuit_logits, full_logits = _logits_in_batches(masked, batch, edge_mask, config.ablation, mean,
-                                                     parallel.share_size(config.batch_size))
-    metrics = task.metrics(circuit_logits, full_logits, batch)
-    metrics.update({"edges": len(circuit.edges), "sparsity": circuit.sparsity,
-                    "dropped_dangling": circuit.dropped_dangling, "examples": len(batch),
-                    "dropped_pairs": encoded.dropped, "seconds": result.seconds, "empty": empty})
-    circuit.metrics = metrics
-    if not parallel.is_main:  # every process evaluated (sharded weights need them all); process 0 writes
-        return circuit
+    # every process evaluates (sharded weights need them all), with no more rows at once than in training
+    evaluator = Evaluator(masked, data, config.ablation, parallel.share_size(config.batch_size), task=task)
+    circuit.metrics = {**evaluator.evaluate(circuit.mask(masked.graph)), "edges": len(circuit.edges),
+                       "sparsity": circuit.sparsity, "dropped_dangling": circuit.dropped_dangling,
+                       "examples": len(data), "dropped_pairs": encoded.dropped, "seconds": result.seconds,
+                       "empty": empty}
+    if parallel.is_main:  # process 0 writes
+        _write_outputs(out, circuit, result, task_name, config, draw)
+    return circuit
 
+
+def _write_outputs(out: Path, circuit: Circuit, result, task_name: str, config: PruneConfig, draw: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "metrics.json", json.dumps({"task": task_name, "config": asdict(config), **metrics,
-                                                  "history": result.history}, indent=1) + "\n")
+    atomic.write_text(out / "metrics.json", json.dumps({"task": task_name, "config": config.to_dict(),
+                                                        **circuit.metrics, "history": result.history}, indent=1)
+                      + "\n")
     if draw:
         from .io.draw import draw_circuit, plot_history
 
         draw_circuit(circuit, out / "circuit")
         plot_history(result.history, out / "training.png")
     circuit.to_json(out / "circuit.json")  # last: its presence marks a finished run
-    return circuit

@@ -1,4 +1,4 @@
-"""Faithfulness bounds (trainer.Faithfulness, the loss Edge Pruning minimises), and supersets of ground truth.
+"""Faithfulness bounds (the Evaluator's loss, which Edge Pruning minimises), and supersets of ground truth.
 
 What is true about adding edges, checked before asserting it:
 
@@ -25,14 +25,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from epverify import PruneData
 from epverify.adapters.tracr import TracrAdapter
 from epverify.core import engine
-from epverify.eval.evaluate import evaluate
+from epverify.eval.evaluator import Evaluator, evaluate
 from epverify.testing import strategies as eps
 from epverify.tracr import load
 from epverify.tracr.ground_truth import structural_edges
-from epverify.tracr.recover import tracr_data
-from epverify.train.loop import AblationSource, Faithfulness, PruneData
+from epverify.tracr.policy import tracr_data
 
 from .cases import ZOO, cases
 
@@ -49,11 +49,10 @@ def test_faithfulness_is_never_negative(case, ablation, data):
     """The faithfulness loss (KL; squared error for a numerical output) of any masks is >= 0 on every row."""
     z = data.draw(eps.edge_masks(case.graph, dtype=case.adapter.dtype), label="edge mask")
     prune_data = _data(case)
-    loss_fn = Faithfulness(case.adapter, prune_data, batch_size=64)
+    ev = Evaluator(case.adapter, prune_data, ablation, batch_size=64)
     logits = engine.masked_run(case.adapter, case.ids, case.ablated(ablation), z, attention_mask=case.mask)
-    for row in range(len(prune_data)):
-        index = torch.tensor([row])
-        assert loss_fn(logits[index], index).item() >= -TOL
+    per_position = ev.loss_per_position(logits[prune_data.loss_mask], torch.arange(len(prune_data)))
+    assert (per_position >= -TOL).all()
 
 
 @given(cases(), st.sampled_from(["interchange", "zero", "mean"]))
@@ -61,9 +60,9 @@ def test_the_full_circuit_has_zero_loss(case, ablation):
     """Keeping every edge (all masks 1) gives a faithfulness loss of 0."""
     ones = torch.ones(case.graph.num_edges, dtype=case.adapter.dtype)
     prune_data = _data(case)
-    loss_fn = Faithfulness(case.adapter, prune_data, batch_size=64)
+    ev = Evaluator(case.adapter, prune_data, ablation, batch_size=64)
     logits = engine.masked_run(case.adapter, case.ids, case.ablated(ablation), ones, attention_mask=case.mask)
-    assert abs(loss_fn(logits, torch.arange(len(prune_data))).item()) <= TOL
+    assert abs(ev.loss(logits[prune_data.loss_mask], torch.arange(len(prune_data))).item()) <= TOL * ev.n_positions
 
 
 @dataclass
@@ -72,16 +71,12 @@ class Program:
 
     adapter: TracrAdapter
     data: PruneData
-    loss_fn: Faithfulness
-    ablated: object  # engine.Record
+    evaluator: Evaluator  # one batch: the whole dataset
     truth: set
 
     def loss(self, edges) -> float:
-        """Faithfulness loss of the circuit keeping exactly `edges`."""
-        mask = eps.edge_set_mask(self.adapter.graph, edges)
-        logits = engine.masked_run(self.adapter, self.data.input_ids, self.ablated, mask,
-                                   attention_mask=self.data.attention_mask)
-        return self.loss_fn(logits, torch.arange(len(self.data))).item()
+        """Faithfulness loss (mean per position) of the circuit keeping exactly `edges`."""
+        return self.evaluator.mean_loss(eps.edge_set_mask(self.adapter.graph, edges))
 
 
 @cache
@@ -89,9 +84,8 @@ def program(name: str, ablation: str) -> Program:
     model = load(name)
     adapter = TracrAdapter(model)
     data = tracr_data(model)
-    ablated = AblationSource(adapter, data, ablation, len(data))(torch.arange(len(data)))
     truth = {tuple(e) for e in model.ground_truth[ablation]["edges"]}
-    return Program(adapter, data, Faithfulness(adapter, data, batch_size=len(data)), ablated, truth)
+    return Program(adapter, data, Evaluator(adapter, data, ablation, batch_size=len(data)), truth)
 
 
 @given(st.sampled_from(ZOO), st.sampled_from(["interchange", "zero", "mean"]), st.data())

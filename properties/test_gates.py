@@ -77,7 +77,8 @@ def test_sampled_masks_follow_the_closed_form(log_alpha, seed, beta):
     P(z > 0) of the closed form) and the mean matches E[z], within six standard errors (a false alarm: probability
     ~2e-9 a check)."""
     n = 400_000
-    z = hard_concrete.sample(torch.full((n,), log_alpha, dtype=torch.float64), torch.Generator().manual_seed(seed), beta)
+    gen = torch.Generator().manual_seed(seed)
+    z = hard_concrete.sample(torch.full((n,), log_alpha, dtype=torch.float64), gen, beta)
 
     p = float(hard_concrete.prob_nonzero(torch.tensor(log_alpha, dtype=torch.float64), beta))
     assert math.isclose(p, float(survival(log_alpha, torch.tensor(0.0, dtype=torch.float64), beta)), rel_tol=1e-9)

@@ -14,10 +14,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from epverify import PruneConfig, prune
 from epverify.adapters.tracr import TracrAdapter
 from epverify.tracr import load
-from epverify.tracr.recover import tracr_data
-from epverify.train.loop import PruneConfig, prune
+from epverify.tracr.policy import tracr_data
 
 
 @functools.cache

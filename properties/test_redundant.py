@@ -1,4 +1,4 @@
-"""The redundancy pass of circuit extraction (`epverify.eval.evaluate.drop_redundant`).
+"""The redundancy pass of circuit extraction (`epverify.eval.redundancy.drop_redundant`).
 
 Invariant: for any edge set of a zoo program, any scores and any ablation, the pass only removes edges, and the
 circuit it returns is as faithful as the one it was given, within the tolerance.
@@ -12,10 +12,11 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from epverify.adapters.tracr import TracrAdapter
-from epverify.eval.evaluate import drop_redundant, evaluate
+from epverify.eval.evaluator import Evaluator, evaluate
+from epverify.eval.redundancy import drop_redundant
 from epverify.io.circuit import Circuit
 from epverify.tracr import load
-from epverify.tracr.recover import tracr_data
+from epverify.tracr.policy import tracr_data
 
 PROGRAMS = ("hist", "sort", "count", "shift_by", "sort_unique", "sum_neighbours")
 LOSS_SLACK = 1e-9  # summation order: the pass and `evaluate` add the same numbers in different batches
@@ -34,7 +35,7 @@ def test_the_pass_only_removes_edges_and_keeps_the_loss_within_tolerance(program
     log_alpha = torch.where(torch.rand(graph.num_edges, generator=gen) < density, 1.0, -1.0)
     scores = torch.rand(graph.num_edges, generator=gen)
     circuit = Circuit.from_masks(graph, log_alpha, ablation=ablation)
-    result = drop_redundant(adapter, data, circuit, scores, ablation, tolerance)
+    result = drop_redundant(Evaluator(adapter, data, ablation), circuit, scores, tolerance)
     note(f"{len(circuit.edges)} edges -> {len(result.edges)}")
     assert set(result.edges) <= set(circuit.edges)
     before = evaluate(adapter, data, circuit.mask(graph), ablation)["kl"]
@@ -62,5 +63,5 @@ def test_the_pass_finds_the_truth_inside_the_whole_structure(program, ablation):
     log_alpha[graph.index_of(sorted(structural))] = 1.0
     circuit = Circuit.from_masks(graph, log_alpha, ablation=ablation)
     assert len(circuit.edges) > len(truth)  # there is something to remove
-    result = drop_redundant(adapter, tracr_data(model), circuit, scores, ablation, 1e-6)
+    result = drop_redundant(Evaluator(adapter, tracr_data(model), ablation), circuit, scores, 1e-6)
     assert set(result.edges) == truth

@@ -24,13 +24,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import epverify
+from epverify import PruneConfig, PruneData, prune
 from epverify.adapters import wrap_pretrained
 from epverify.core import engine, hard_concrete
 from epverify.core.graph import OUTPUT, ComponentGraph
 from epverify.eval import checks
 from epverify.io.circuit import Circuit
 from epverify.testing import strategies as eps
-from epverify.train.loop import PruneConfig, PruneData, prune
 
 from .cases import assert_close_at_real_positions, cases
 
@@ -145,7 +145,7 @@ def test_dropping_dangling_edges_never_changes_an_output(case, ablation, data):
 # ----- 4. evaluation never returns NaN ----------------------------------------------------------------------
 @given(cases(), st.sampled_from(["interchange", "zero", "mean", "resample"]), st.data())
 def test_evaluation_never_returns_nan(case, ablation, data):
-    """`epverify.eval.evaluate` gives finite metrics for any circuit, the empty one too, under every ablation."""
+    """`epverify.evaluate` gives finite metrics for any circuit, the empty one too, under every ablation."""
     kept = data.draw(st.just(set()) | eps.binary_edge_sets(case.graph), label="circuit")
     if ablation == "resample" and case.ids.shape[0] < 2:
         ablation = "zero"  # resample needs two rows

@@ -8,28 +8,18 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from epverify.adapters.tracr import TracrAdapter
 from epverify.core import engine
-from epverify.eval.curves import (
-    MIB_GRID,
-    auc,
-    consensus,
-    faithfulness_curve,
-    iou,
-    precision_recall,
-    roc_curve,
-    seed_stability,
-    trapezoid,
-    truth_mask,
-)
-from epverify.eval.evaluator import MaskEvaluator
+from epverify.eval.compare import consensus, iou, precision_recall, roc_auc, roc_curve, seed_stability, truth_mask
+from epverify.eval.curves import MIB_GRID, faithfulness_curve, trapezoid
+from epverify.eval.evaluator import Evaluator
 from epverify.io.circuit import Circuit
 from epverify.methods import METHODS, acdc, eap, eap_ig, edge_pruning, run_method
 from epverify.methods.eap_ig import _Embedded, _shifted
 from epverify.tracr import load
-from epverify.tracr.recover import TRACR_CONFIG, tracr_data
-from epverify.train.loop import Faithfulness
+from epverify.tracr.policy import REDUNDANT_TOLERANCE, TRACR_CONFIG, tracr_data
 from epverify.trained import induction
 
 ABLATIONS = ("interchange", "zero", "mean", "resample")
@@ -64,7 +54,7 @@ def _rank(result, index: int) -> int:
 # ----- the engine identities the gradient methods rest on ---------------------------------------------------
 def test_eap_scores_are_mask_gradients_and_match_finite_differences(ind):
     adapter, data, _, graph, key = ind
-    ev = MaskEvaluator(adapter, data, "interchange")
+    ev = Evaluator(adapter, data, "interchange")
     result = eap(adapter, data, "interchange", evaluator=ev)
     eps = 1e-3
     for edge in (key, graph.edge_index[("a1.h0", "resid_post")]):
@@ -80,9 +70,9 @@ def test_eap_scores_are_mask_gradients_and_match_finite_differences(ind):
 @pytest.mark.parametrize("ablation", ABLATIONS)
 def test_eap_ig_record_reproduces_the_model_on_interpolated_embeddings(ind, ablation):
     adapter, data, _, graph, _ = ind
-    ev = MaskEvaluator(adapter, data, ablation, batch_size=32)
+    ev = Evaluator(adapter, data, ablation, batch_size=32)
     ids, mask = data.input_ids[ev.batches[0]], data.attention_mask[ev.batches[0]]
-    clean, ablated = engine.full_run(adapter, ids, mask), ev.ablated[0]
+    clean, ablated = engine.full_run(adapter, ids, mask), ev.ablated(0)
     embeds = ablated.embeds + 0.4 * (clean.embeds - ablated.embeds)
     interpolated = engine.full_run(_Embedded(adapter, embeds), ids, mask)
     with torch.no_grad():
@@ -93,20 +83,27 @@ def test_eap_ig_record_reproduces_the_model_on_interpolated_embeddings(ind, abla
 
 def test_eap_ig_with_one_step_is_eap(ind):
     adapter, data, _, _, _ = ind
-    ev = MaskEvaluator(adapter, data, "mean")
+    ev = Evaluator(adapter, data, "mean")
     one_step = eap_ig(adapter, data, steps=1, evaluator=ev)
     assert torch.equal(eap(adapter, data, evaluator=ev).scores, one_step.scores)
 
 
-def test_evaluator_loss_is_the_trainers_faithfulness():
+def test_evaluator_loss_is_the_kl_to_the_full_model():
+    """The loss training minimises and evaluation reports is KL(full || circuit) of the scaled outputs at the loss
+    positions (squared error for a numerical output), computed here independently with torch's kl_div."""
     for name in ("reverse", "xproportion"):  # categorical (KL) and numerical (squared error)
         _, adapter, data = _tracr(name)
-        ev = MaskEvaluator(adapter, data, "zero", batch_size=4096)
+        ev = Evaluator(adapter, data, "zero", batch_size=4096)
         mask = (torch.arange(adapter.graph.num_edges) % 3 == 0).float()
-        loss_fn = Faithfulness(adapter, data, 4096)
-        index = torch.arange(len(data))
-        logits = engine.masked_run(adapter, data.input_ids, ev.ablated[0], mask, None, data.attention_mask)
-        assert ev.mean_loss(mask) == pytest.approx(float(loss_fn(logits, index)), rel=1e-5, abs=1e-7)
+        where, scale = data.loss_mask, adapter.output_scale
+        circuit = engine.masked_run(adapter, data.input_ids, ev.ablated(0), mask, None, data.attention_mask)[where]
+        full = engine.forward(adapter, data.input_ids, data.attention_mask)[where]
+        if adapter.output_kind == "distribution":
+            expected = F.kl_div(torch.log_softmax(circuit * scale, -1), torch.log_softmax(full * scale, -1),
+                                log_target=True, reduction="batchmean")
+        else:
+            expected = ((circuit * scale - full * scale) ** 2).sum(-1).mean()
+        assert ev.mean_loss(mask) == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
 
 
 # ----- Tracr zoo: each method against the verified ground truth ---------------------------------------------
@@ -117,9 +114,9 @@ ZOO_CASES = [("hist", "zero"), ("xproportion", "interchange"), ("reverse", "mean
 def test_gradient_methods_rank_the_ground_truth_first(program, ablation):
     model, adapter, data = _tracr(program)
     truth = truth_mask(adapter.graph, model.ground_truth[ablation]["edges"])
-    ev = MaskEvaluator(adapter, data, ablation)
+    ev = Evaluator(adapter, data, ablation)
     for result in (eap(adapter, data, ablation, evaluator=ev), eap_ig(adapter, data, ablation, evaluator=ev)):
-        assert auc(result, truth) == 1.0, result.method
+        assert roc_auc(result, truth) == 1.0, result.method
 
 
 @pytest.mark.parametrize("program,ablation", ZOO_CASES)
@@ -128,16 +125,17 @@ def test_acdc_recovers_the_ground_truth_exactly(program, ablation):
     result = acdc(adapter, data, ablation)
     truth = {tuple(e) for e in model.ground_truth[ablation]["edges"]}
     assert set(result.circuit.edges) == truth
-    assert auc(result, truth_mask(adapter.graph, truth)) == 1.0
+    assert roc_auc(result, truth_mask(adapter.graph, truth)) == 1.0
     assert result.top(len(truth)).edges == result.circuit.edges  # the circuit is the top of its own ranking
 
 
 def test_edge_pruning_as_a_method_recovers_a_tracr_circuit():
     model, adapter, data = _tracr("hist")
-    result = edge_pruning(adapter, data, "zero", config=replace(TRACR_CONFIG, steps=200, warmup_steps=100))
+    result = edge_pruning(adapter, data, "zero", config=replace(TRACR_CONFIG, steps=200, warmup_steps=100),
+                          redundant_tolerance=REDUNDANT_TOLERANCE)
     truth = {tuple(e) for e in model.ground_truth["zero"]["edges"]}
     assert set(result.circuit.edges) == truth
-    assert auc(result, truth_mask(adapter.graph, truth)) == 1.0
+    assert roc_auc(result, truth_mask(adapter.graph, truth)) == 1.0
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS)
@@ -194,7 +192,7 @@ def test_eap_misses_the_saturated_key_edge_as_first_order_methods_do(ind):
 def test_faithfulness_curve_of_the_true_ranking_beats_the_reversed_one():
     model, adapter, data = _tracr("reverse")
     truth = truth_mask(adapter.graph, model.ground_truth["zero"]["edges"])
-    ev = MaskEvaluator(adapter, data, "zero")
+    ev = Evaluator(adapter, data, "zero")
     good = faithfulness_curve(ev, truth.double())
     bad = faithfulness_curve(ev, -truth.double())
     assert good.fractions == list(MIB_GRID) and good.counts[-1] == adapter.graph.num_edges
@@ -218,7 +216,7 @@ def test_roc_curve_and_auc_agree_on_a_hand_made_ranking():
     truth = torch.tensor([True, False, True, False])
     fpr, tpr = roc_curve(scores, truth)
     assert (fpr, tpr) == ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
-    assert auc(scores, truth) == pytest.approx(trapezoid(fpr, tpr)) == pytest.approx(0.75)
+    assert roc_auc(scores, truth) == pytest.approx(trapezoid(fpr, tpr)) == pytest.approx(0.75)
 
 
 def test_iou_consensus_and_seed_stability():
@@ -250,7 +248,7 @@ def test_logit_difference_uses_the_tasks_target_and_distractor_when_given(ind):
     rows = torch.arange(len(one))
     target = one.input_ids[rows, position + 1]
     distractor = one.corrupted_ids[rows, position + 1]
-    ev = MaskEvaluator(adapter, one, "interchange", target_ids=target, distractor_ids=distractor)
+    ev = Evaluator(adapter, replace(one, target_ids=target, distractor_ids=distractor), "interchange")
     logits = engine.forward(adapter, one.input_ids, one.attention_mask)[rows, position]
     expected = (logits[rows, target] - logits[rows, distractor]).mean()
     assert ev.evaluate(torch.ones(graph.num_edges))["logit_diff"] == pytest.approx(float(expected), rel=1e-4)

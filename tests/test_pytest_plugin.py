@@ -9,7 +9,7 @@ import torch
 
 import epverify
 from epverify.testing.plugin import method_edges, recovery_results
-from epverify.tracr.recover import tracr_config
+from epverify.tracr.policy import tracr_config
 
 SMALL = ["count", "hist", "shift_by"]
 

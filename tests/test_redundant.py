@@ -8,11 +8,13 @@ import torch
 
 from epverify.adapters.tracr import TracrAdapter
 from epverify.errors import EpverifyError
-from epverify.eval.evaluate import drop_redundant
+from epverify.eval.evaluator import Evaluator
+from epverify.eval.redundancy import drop_redundant
 from epverify.io.circuit import Circuit
 from epverify.tracr import load, names
-from epverify.tracr.recover import REDUNDANT_TOLERANCE, tracr_data
-from epverify.train.loop import PruneConfig, ScoreGradient
+from epverify.tracr.policy import REDUNDANT_TOLERANCE, tracr_data
+from epverify.train import PruneConfig, ScoreSettings
+from epverify.train.estimators import Score
 
 
 @pytest.mark.parametrize("program", names())
@@ -30,7 +32,7 @@ def test_no_ground_truth_edge_is_redundant(program):
                 continue
             circuit = Circuit(truth, graph.num_edges, ablation=ablation)
             scores = torch.rand(graph.num_edges, generator=torch.Generator().manual_seed(0))
-            result = drop_redundant(adapter, data, circuit, scores, ablation, REDUNDANT_TOLERANCE)
+            result = drop_redundant(Evaluator(adapter, data, ablation), circuit, scores, REDUNDANT_TOLERANCE)
             assert set(result.edges) == set(truth) and result.dropped_redundant == 0, (program, ablation)
 
 
@@ -40,22 +42,24 @@ def test_the_pass_is_recorded_in_the_circuit_file(tmp_path):
     graph = adapter.graph
     log_alpha = torch.ones(graph.num_edges)  # every edge: most of them are not needed
     circuit = Circuit.from_masks(graph, log_alpha, ablation="zero")
-    result = drop_redundant(adapter, tracr_data(model), circuit, log_alpha, "zero", REDUNDANT_TOLERANCE)
+    result = drop_redundant(Evaluator(adapter, tracr_data(model), "zero"), circuit, log_alpha, REDUNDANT_TOLERANCE)
     assert result.dropped_redundant > 0
     again = Circuit.from_json(result.to_json(tmp_path / "c.json"))
     assert again.dropped_redundant == result.dropped_redundant and again.edges == result.edges
 
 
 def _hold_case(mean, grad_estimate, push, closed):
-    config = PruneConfig(estimator="score", score_gate=2.0, score_decay=0.5, score_hold=True)
-    score = ScoreGradient([len(mean)], config)
+    config = PruneConfig(estimator="score", score=ScoreSettings(gate=2.0, decay=0.5, hold=True))
+    model = load("count")
+    score = Score(Evaluator(TracrAdapter(model), tracr_data(model), "zero"), config, [len(mean)])
     score.steps = 1  # bias correction 1 - 0.5 = 0.5: the running estimate is twice the stored mean
     score.mean = [torch.tensor(mean) / 2]
     score.closed = [torch.tensor(closed)]
     estimate = torch.tensor(grad_estimate)
     param = torch.zeros(len(mean), requires_grad=True)
     param.grad = estimate + torch.tensor(push)
-    score.hold([param], [estimate])
+    score.grads = [estimate]
+    score.after_backward([param])
     return param.grad
 
 
@@ -72,7 +76,7 @@ def test_hold_zeroes_only_closed_edges_worth_more_than_their_push():
 
 def test_hold_needs_the_gated_score_estimator():
     with pytest.raises(EpverifyError, match="score_hold"):
-        PruneConfig(score_hold=True).validate()
+        PruneConfig(score=ScoreSettings(hold=True)).validate()
     with pytest.raises(EpverifyError, match="score_hold"):
-        PruneConfig(estimator="score", score_gate=0.0, score_hold=True).validate()
-    PruneConfig(estimator="score", score_gate=2.0, score_hold=True).validate()
+        PruneConfig(estimator="score", score=ScoreSettings(gate=0.0, hold=True)).validate()
+    PruneConfig(estimator="score", score=ScoreSettings(gate=2.0, hold=True)).validate()

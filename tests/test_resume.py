@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from epverify import PruneConfig, prune
 from epverify.adapters import wrap
 from epverify.cli.main import main
 from epverify.errors import EpverifyError
@@ -20,8 +21,7 @@ from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 from epverify.tracr import zoo
 from epverify.tracr.model import CompiledModel
-from epverify.tracr.recover import TRACR_CONFIG, tracr_data
-from epverify.train.loop import PruneConfig, prune
+from epverify.tracr.policy import TRACR_CONFIG, tracr_data
 
 
 class _Stop(Exception):

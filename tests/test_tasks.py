@@ -11,10 +11,14 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from epverify import PruneData
 from epverify.errors import EpverifyError
-from epverify.tasks import TASKS, Example, Task, TaskBatch, TaskError, get_task
+from epverify.eval.metrics import answer_choice, kl_per_position, logit_diff_per_position
+from epverify.tasks import TASKS, Example, Task, TaskError, get_task
+from epverify.tasks.base import target_positions
 from epverify.tasks.boolean_expressions import paren_depth
 from epverify.tasks.gendered_pronouns import FEMALE_NAMES, MALE_NAMES
+from epverify.tasks.greater_than import greater_mask
 from epverify.tasks.ioi import NAMES, TEMPLATES
 from epverify.tasks.tokenizer import build_word_tokenizer
 
@@ -47,24 +51,34 @@ def pair(clean: str, corrupted: str, target: str = " b", distractor: str = " c")
     return {"clean": clean, "corrupted": corrupted, "target": target, "distractor": distractor}
 
 
-def make_batch(target_ids, distractor_ids, positions, width, **extra) -> TaskBatch:
-    """A hand-made batch: real tokens up to each target position, KL only there."""
+def make_batch(target_ids, distractor_ids, positions, width, **extra) -> PruneData:
+    """A hand-made batch: real tokens up to each target position, the loss only there."""
     n = len(target_ids)
     positions = torch.tensor(positions)
     mask = (torch.arange(width)[None, :] <= positions[:, None]).long()
-    kl_mask = torch.zeros(n, width, dtype=torch.bool)
-    kl_mask[torch.arange(n), positions] = True
+    loss_mask = torch.zeros(n, width, dtype=torch.bool)
+    loss_mask[torch.arange(n), positions] = True
     ids = torch.zeros(n, width, dtype=torch.long)
-    return TaskBatch(
-        clean_ids=ids,
-        corrupted_ids=ids.clone(),
-        attention_mask=mask,
-        target_positions=positions,
-        kl_mask=kl_mask,
-        target_ids=torch.tensor(target_ids),
-        distractor_ids=torch.tensor(distractor_ids),
-        **extra,
-    )
+    return PruneData(ids, mask, loss_mask, ids.clone(), target_ids=torch.tensor(target_ids),
+                     distractor_ids=torch.tensor(distractor_ids), **extra)
+
+
+def metrics(task, logits, full_logits, data: PruneData) -> dict[str, float]:
+    """The evaluator's metrics for a circuit's and the full model's logits (N, T, V) or (N, V), composed from the
+    formulas it uses (`epverify.eval.metrics`) and the task's own (`Task.score`): one loss position per row."""
+    rows = torch.arange(len(data))
+    at = target_positions(data)
+    circuit = logits[rows, at] if logits.dim() == 3 else logits
+    full = full_logits[rows, at] if full_logits.dim() == 3 else full_logits
+    circuit, full = circuit.float(), full.float()
+    out = {
+        "kl": kl_per_position(torch.log_softmax(full, -1), torch.log_softmax(circuit, -1)),
+        "logit_diff": logit_diff_per_position(circuit, data.target_ids, data.distractor_ids),
+        "exact_match": (circuit.argmax(-1) == full.argmax(-1)).float(),
+        "accuracy": (answer_choice(circuit, data.answer_ids) == data.target_ids).float(),
+        **task.score(circuit, data, rows),
+    }
+    return {k: float(v.float().mean()) for k, v in out.items()}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -123,36 +137,36 @@ def test_encode_with_word_tokenizer(name, options):
     tokenizer = word_tokenizer(task)
     examples = task.examples(40, seed=0)
     encoded = task.encode(tokenizer, examples)
-    batch = encoded.batch
+    batch = encoded.data
     # The word-level tokenizer covers the vocabulary and names are one word each: nothing is dropped.
     assert encoded.dropped == 0 and encoded.dropped_reasons == [] and encoded.notes == []
     assert encoded.examples == examples
-    n, width = batch.clean_ids.shape
+    n, width = batch.input_ids.shape
     assert n == 40
-    for tensor in (batch.corrupted_ids, batch.attention_mask, batch.kl_mask):
+    for tensor in (batch.corrupted_ids, batch.attention_mask, batch.loss_mask):
         assert tensor.shape == (n, width)
-    for tensor in (batch.target_positions, batch.target_ids, batch.distractor_ids):
+    for tensor in (target_positions(batch), batch.target_ids, batch.distractor_ids):
         assert tensor.shape == (n,) and tensor.dtype == torch.long
-    assert batch.clean_ids.dtype == batch.corrupted_ids.dtype == batch.attention_mask.dtype == torch.long
-    assert batch.kl_mask.dtype == torch.bool
-    assert (batch.clean_ids != batch.corrupted_ids).any(dim=1).all()
-    assert tokenizer.unk_token_id not in batch.clean_ids.tolist()
+    assert batch.input_ids.dtype == batch.corrupted_ids.dtype == batch.attention_mask.dtype == torch.long
+    assert batch.loss_mask.dtype == torch.bool
+    assert (batch.input_ids != batch.corrupted_ids).any(dim=1).all()
+    assert tokenizer.unk_token_id not in batch.input_ids.tolist()
 
     for i, example in enumerate(examples):
         ids = tokenizer.encode(example.clean)
-        pos = batch.target_positions[i].item()
+        pos = target_positions(batch)[i].item()
         assert pos == len(ids) - 1
-        assert batch.clean_ids[i, : len(ids)].tolist() == ids
+        assert batch.input_ids[i, : len(ids)].tolist() == ids
         assert batch.attention_mask[i, : pos + 1].all() and not batch.attention_mask[i, pos + 1 :].any()
-        assert (batch.clean_ids[i, pos + 1 :] == tokenizer.pad_token_id).all()
-        assert batch.kl_mask[i].nonzero().flatten().tolist() == [pos]
+        assert (batch.input_ids[i, pos + 1 :] == tokenizer.pad_token_id).all()
+        assert batch.loss_mask[i].nonzero().flatten().tolist() == [pos]
         assert tokenizer.convert_ids_to_tokens(batch.target_ids[i].item()) == example.target.strip()
         assert tokenizer.convert_ids_to_tokens(batch.distractor_ids[i].item()) == example.distractor.strip()
 
     picked = batch.select([3, 0])
     assert len(picked) == 2
-    assert torch.equal(picked.clean_ids, batch.clean_ids[[3, 0]])
-    assert torch.equal(picked.target_positions, batch.target_positions[[3, 0]])
+    assert torch.equal(picked.input_ids, batch.input_ids[[3, 0]])
+    assert torch.equal(target_positions(picked), target_positions(batch)[[3, 0]])
     assert len(batch.select(slice(0, 5))) == 5
     assert len(batch.select(torch.tensor([1]))) == 1
 
@@ -161,17 +175,17 @@ def test_encode_with_word_tokenizer(name, options):
 def test_metrics_on_real_batch(name, options):
     task = get_task(name, **options)
     tokenizer = word_tokenizer(task)
-    batch = task.encode(tokenizer, task.examples(12, seed=1)).batch
-    n, width = batch.clean_ids.shape
+    batch = task.encode(tokenizer, task.examples(12, seed=1)).data
+    n, width = batch.input_ids.shape
     logits = torch.zeros(n, width, len(tokenizer))
-    logits[torch.arange(n), batch.target_positions, batch.target_ids] = 6.0
-    logits[torch.arange(n), batch.target_positions, batch.distractor_ids] = 2.0
-    result = task.metrics(logits, logits.clone(), batch)
+    logits[torch.arange(n), target_positions(batch), batch.target_ids] = 6.0
+    logits[torch.arange(n), target_positions(batch), batch.distractor_ids] = 2.0
+    result = metrics(task, logits, logits.clone(), batch)
     assert result["accuracy"] == 1.0
     assert result["logit_diff"] == pytest.approx(4.0)
     assert result["exact_match"] == 1.0
     assert result["kl"] == pytest.approx(0.0, abs=1e-6)
-    flipped = task.metrics(-logits, logits, batch)
+    flipped = metrics(task, -logits, logits, batch)
     assert flipped["logit_diff"] == pytest.approx(-4.0)
     assert flipped["kl"] > 0.1
     if name == "greater-than":
@@ -243,13 +257,13 @@ def test_boolean_values_and_corruption(prompt):
 def test_boolean_accuracy_is_restricted_to_true_false():
     task = get_task("boolean")
     tokenizer = word_tokenizer(task)
-    batch = task.encode(tokenizer, task.examples(8, seed=0)).batch
+    batch = task.encode(tokenizer, task.examples(8, seed=0)).data
     assert sorted(batch.answer_ids.tolist()) == sorted(tokenizer.convert_tokens_to_ids(["True", "False"]))
-    n, width = batch.clean_ids.shape
+    n, width = batch.input_ids.shape
     logits = torch.zeros(n, width, len(tokenizer))
-    logits[torch.arange(n), batch.target_positions, batch.target_ids] = 1.0
+    logits[torch.arange(n), target_positions(batch), batch.target_ids] = 1.0
     logits[:, :, tokenizer.convert_tokens_to_ids("(")] = 10.0  # a non-answer token wins the full argmax
-    assert task.metrics(logits, logits, batch)["accuracy"] == 1.0
+    assert metrics(task, logits, logits, batch)["accuracy"] == 1.0
 
 
 def test_greater_than_content_and_mask():
@@ -262,16 +276,16 @@ def test_greater_than_content_and_mask():
         assert e.corrupted == e.clean.replace(f"{xx}{yy:02d}", f"{xx}01")
         assert 2 <= yy <= 98 and int(e.target) > yy and e.distractor == f"{yy:02d}"
     tokenizer = word_tokenizer(task)
-    batch = task.encode(tokenizer, examples).batch
-    assert tokenizer.convert_ids_to_tokens(batch.year_ids.tolist()) == [f"{k:02d}" for k in range(100)]
-    assert batch.thresholds.tolist() == [e.extras["yy"] for e in examples]
-    mask = batch.greater_mask()
+    batch = task.encode(tokenizer, examples).data
+    assert tokenizer.convert_ids_to_tokens(batch.shared_info["year_ids"].tolist()) == [f"{k:02d}" for k in range(100)]
+    assert batch.row_info["thresholds"].tolist() == [e.extras["yy"] for e in examples]
+    mask = greater_mask(batch.row_info["thresholds"])
     assert mask.shape == (100, 100)
     for i, e in enumerate(examples):
         assert mask[i].nonzero().flatten().tolist() == list(range(e.extras["yy"] + 1, 100))
     sub = batch.select([5, 7])
-    assert sub.thresholds.tolist() == [examples[5].extras["yy"], examples[7].extras["yy"]]
-    assert torch.equal(sub.year_ids, batch.year_ids)
+    assert sub.row_info["thresholds"].tolist() == [examples[5].extras["yy"], examples[7].extras["yy"]]
+    assert torch.equal(sub.shared_info["year_ids"], batch.shared_info["year_ids"])
 
 
 def test_greater_than_needs_every_year_token():
@@ -284,16 +298,17 @@ def test_greater_than_needs_every_year_token():
 def test_greater_than_prob_diff_known_values():
     task = get_task("greater-than")
     year_ids = torch.arange(100) + 10  # token 10 + k is the year k
-    batch = make_batch([60, 70], [40, 50], [2, 3], 5, year_ids=year_ids, thresholds=torch.tensor([30, 40]))
+    batch = make_batch([60, 70], [40, 50], [2, 3], 5, shared_info={"year_ids": year_ids},
+                       row_info={"thresholds": torch.tensor([30, 40])})
     logits = torch.full((2, 5, 120), -1e4)
     logits[0, 2, 10 + 31] = 0.0  # all mass on 31 > 30
     logits[1, 3, 10 + 40] = 0.0  # all mass on 40 == YY, not greater
-    result = task.metrics(logits, logits, batch)
+    result = metrics(task, logits, logits, batch)
     assert result["prob_diff"] == pytest.approx(0.0, abs=1e-6)  # (+1 - 1) / 2
     assert result["accuracy"] == 0.5
     # Half the mass on greater years, half off the year tokens: prob_diff 0.5 for the first row.
     logits[0, 2, 0] = 0.0
-    first = task.metrics(logits[:1], logits[:1], batch.select([0]))
+    first = metrics(task, logits[:1], logits[:1], batch.select([0]))
     assert first["prob_diff"] == pytest.approx(0.5, abs=1e-6)
 
 
@@ -310,7 +325,7 @@ def test_metrics_known_values():
     logits[1, 2] = torch.tensor([5.0, 0.0, 1.0])  # token 0 wins; target 2 beats distractor 1 by 1
     full = logits.clone()
     full[1, 2] = torch.tensor([0.0, 0.0, 1.0])  # full model picks token 2
-    result = task.metrics(logits, full, batch)
+    result = metrics(task, logits, full, batch)
     assert result["logit_diff"] == pytest.approx(1.5)
     assert result["accuracy"] == 0.5
     assert result["exact_match"] == 0.5
@@ -318,14 +333,10 @@ def test_metrics_known_values():
     q = torch.softmax(logits[1, 2], -1)
     expected_kl = (p * (p.log() - q.log())).sum().item() / 2  # row 0 contributes 0
     assert result["kl"] == pytest.approx(expected_kl, rel=1e-5)
-    # Positions outside kl_mask do not count.
+    # Positions outside the loss mask do not count.
     noisy = logits.clone()
     noisy[:, 0] = torch.randn(2, 3)
-    assert task.metrics(noisy, full, batch)["kl"] == pytest.approx(expected_kl, rel=1e-5)
-    # (N, V) logits taken at the target positions give the same numbers.
-    rows = torch.arange(2)
-    final = task.metrics(logits[rows, batch.target_positions], full[rows, batch.target_positions], batch)
-    assert final == pytest.approx(result)
+    assert metrics(task, noisy, full, batch)["kl"] == pytest.approx(expected_kl, rel=1e-5)
 
 
 def test_kl_two_token_closed_form():
@@ -333,13 +344,7 @@ def test_kl_two_token_closed_form():
     full = torch.log(torch.tensor([[[0.5, 0.5]]]))
     circuit = torch.log(torch.tensor([[[0.25, 0.75]]]))
     expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
-    assert get_task("gp").metrics(circuit, full, batch)["kl"] == pytest.approx(expected, rel=1e-5)
-
-
-def test_metrics_reject_wrong_shapes():
-    batch = make_batch([0], [1], [0], 3)
-    with pytest.raises(ValueError, match="expected"):
-        get_task("ioi").metrics(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), batch)
+    assert metrics(get_task("gp"), circuit, full, batch)["kl"] == pytest.approx(expected, rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -364,9 +369,9 @@ def test_jsonl_examples_and_dropped_pairs(tmp_path):
     assert encoded.dropped == 1 and len(encoded.dropped_reasons) == 1
     assert "example 1" in encoded.dropped_reasons[0] and "2 tokens" in encoded.dropped_reasons[0]
     assert encoded.examples == [examples[0], examples[2], examples[3]]
-    batch = encoded.batch
-    assert batch.clean_ids.shape == (3, 4)
-    assert batch.target_positions.tolist() == [3, 1, 1]
+    batch = encoded.data
+    assert batch.input_ids.shape == (3, 4)
+    assert target_positions(batch).tolist() == [3, 1, 1]
     assert tokenizer.convert_ids_to_tokens(batch.target_ids.tolist()) == ["b", "b", "a"]
 
 
@@ -417,7 +422,7 @@ def test_max_length_error():
     tokenizer = word_tokenizer(task)
     examples = task.examples(4, seed=0)
     longest = max(len(tokenizer.encode(e.clean)) for e in examples)
-    assert task.encode(tokenizer, examples, max_length=longest).batch.clean_ids.shape[1] == longest
+    assert task.encode(tokenizer, examples, max_length=longest).data.input_ids.shape[1] == longest
     with pytest.raises(TaskError, match=rf"is \d+ tokens, longer than max_length={longest - 1}"):
         task.encode(tokenizer, examples, max_length=longest - 1)
 
@@ -437,9 +442,9 @@ def test_leading_bos_kept_and_trailing_eos_removed(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [pair("a b a", "c b a", " c", " b")])
     task = get_task("jsonl", path=path)
     with_bos = build_word_tokenizer(["a", "b", "c"], add_bos=True)
-    batch = task.encode(with_bos, task.examples(1, seed=0)).batch
-    assert batch.clean_ids[0].tolist() == with_bos.convert_tokens_to_ids(["[BOS]", "a", "b", "a"])
-    assert batch.target_positions.tolist() == [3]
+    batch = task.encode(with_bos, task.examples(1, seed=0)).data
+    assert batch.input_ids[0].tolist() == with_bos.convert_tokens_to_ids(["[BOS]", "a", "b", "a"])
+    assert target_positions(batch).tolist() == [3]
 
     backend = Tokenizer.from_str(with_bos.backend_tokenizer.to_str())
     backend.post_processor = processors.TemplateProcessing(
@@ -448,8 +453,8 @@ def test_leading_bos_kept_and_trailing_eos_removed(tmp_path):
     with_eos = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="[EOS]")
     assert with_eos.encode("a b a")[-1] == with_eos.eos_token_id
     assert with_eos.pad_token_id is None
-    batch = task.encode(with_eos, task.examples(1, seed=0)).batch
-    assert batch.clean_ids[0].tolist() == with_eos.convert_tokens_to_ids(["a", "b", "a"])
+    batch = task.encode(with_eos, task.examples(1, seed=0)).data
+    assert batch.input_ids[0].tolist() == with_eos.convert_tokens_to_ids(["a", "b", "a"])
 
 
 def test_pad_falls_back_to_eos(tmp_path):
@@ -460,8 +465,8 @@ def test_pad_falls_back_to_eos(tmp_path):
         tokenizer_object=words.backend_tokenizer, unk_token="[UNK]", eos_token="[EOS]"
     )
     assert no_pad.pad_token_id is None
-    batch = task.encode(no_pad, task.examples(2, seed=0)).batch
-    assert batch.clean_ids[1, 1:].tolist() == [no_pad.eos_token_id] * 2
+    batch = task.encode(no_pad, task.examples(2, seed=0)).data
+    assert batch.input_ids[1, 1:].tolist() == [no_pad.eos_token_id] * 2
 
 
 def gpt2_style_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -488,17 +493,17 @@ def test_gpt2_style_tokenizer(name, options):
     texts += [f"{k:02d}" for k in range(100)] * 3
     tokenizer = gpt2_style_tokenizer(texts)
     encoded = task.encode(tokenizer, examples)
-    batch = encoded.batch
+    batch = encoded.data
     assert encoded.dropped + len(batch) == len(examples)
     assert len(encoded.dropped_reasons) == encoded.dropped
     # Padding uses EOS when there is no pad token.
-    assert (batch.clean_ids[batch.attention_mask == 0] == tokenizer.eos_token_id).all()
+    assert (batch.input_ids[batch.attention_mask == 0] == tokenizer.eos_token_id).all()
     for i, example in enumerate(encoded.examples):
         target = tokenizer.decode([batch.target_ids[i].item()])
         distractor = tokenizer.decode([batch.distractor_ids[i].item()])
         # The continuation token starts the target text, leading space included where the task writes one.
         assert example.target.startswith(target) and target.strip()
         assert example.distractor.startswith(distractor) and distractor.strip()
-        assert batch.target_positions[i].item() == len(tokenizer.encode(example.clean)) - 1
+        assert target_positions(batch)[i].item() == len(tokenizer.encode(example.clean)) - 1
     if name != "greater-than":
         assert all(tokenizer.decode([t]).startswith(" ") for t in batch.target_ids.tolist())

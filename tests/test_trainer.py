@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
+from epverify import PruneConfig, PruneData, prune
 from epverify.adapters.tracr import TracrAdapter
 from epverify.core import hard_concrete
 from epverify.errors import EpverifyError
 from epverify.tracr import load
-from epverify.tracr.recover import tracr_data
-from epverify.train.loop import PruneConfig, PruneData, prune
+from epverify.tracr.policy import tracr_data
 
 
 def _small():

@@ -27,7 +27,7 @@ def adapter_for(model) -> Adapter:
     """The adapter of a model: a Hugging Face causal LM of a supported family, or a Tracr CompiledModel."""
     from ..tracr.model import CompiledModel
 
-    if isinstance(model, Adapter):
+    if isinstance(model, Adapter) or getattr(model, "wraps_adapter", False):  # e.g. scale's ShardedAdapter
         return model
     if isinstance(model, CompiledModel):
         from .tracr import TracrAdapter

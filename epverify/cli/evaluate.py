@@ -23,9 +23,9 @@ def cmd_evaluate(args) -> int:
     import torch
 
     from ..adapters import wrap_pretrained
-    from ..core import engine
+    from ..eval.evaluator import Evaluator
     from ..io.export import read_circuit_file
-    from ..pipeline import _logits_in_batches, load_tokenizer
+    from ..pipeline import encode_task
     from ..tasks import get_task
 
     missing = [f"--{name}" for name in REQUIRED if getattr(args, name) is None]
@@ -48,30 +48,21 @@ def cmd_evaluate(args) -> int:
         print(f"epverify: warning: {args.circuit} marks no edge as in the circuit (it holds scores only): the"
               " metrics below are those of the empty circuit", file=sys.stderr)
 
-    tokenizer = load_tokenizer(args.model)
-    config_hf = getattr(masked.adapter, "config", None)
-    max_len = getattr(config_hf, "max_position_embeddings", None) or getattr(config_hf, "n_positions", None)
-    encoded = task.encode(tokenizer, task.examples(args.examples, seed=args.seed), max_length=max_len)
-    batch = encoded.batch
-    mean = None
-    if ablation == "mean":
-        mean = engine.mean_record([engine.full_run(masked.adapter, batch.clean_ids, batch.attention_mask)],
-                                  [batch.attention_mask])
-    edge_mask = circuit.mask(masked.graph).to(masked.adapter.dtype)
-    with torch.no_grad():
-        circuit_logits, full_logits = _logits_in_batches(masked, batch, edge_mask, ablation, mean, args.batch_size)
-    metrics = task.metrics(circuit_logits, full_logits, batch)
-    full = task.metrics(full_logits, full_logits, batch)
+    encoded = encode_task(masked, args.model, task, args.examples, args.seed)
+    data = encoded.data
+    evaluator = Evaluator(masked, data, ablation, args.batch_size, task=task)
+    metrics = evaluator.evaluate(circuit.mask(masked.graph))
+    full = evaluator.evaluate(torch.ones(masked.graph.num_edges), ("accuracy", "logit_diff"))
     metrics.update({"full_model_accuracy": full["accuracy"], "full_model_logit_diff": full["logit_diff"]})
 
     print(f"circuit {args.circuit} ({kind}): {len(circuit.edges)} of {circuit.total_edges} edges (sparsity"
-          f" {circuit.sparsity:.4f}); {args.task} on {args.model}, {len(batch)} examples"
+          f" {circuit.sparsity:.4f}); {args.task} on {args.model}, {len(data)} examples"
           + (f" ({encoded.dropped} pairs dropped)" if encoded.dropped else "") + f", {ablation} ablation")
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if args.json:
         report = {"circuit": str(args.circuit), "circuit_format": kind, "model": str(args.model), "task": args.task,
                   "ablation": ablation, "edges": len(circuit.edges), "total_edges": circuit.total_edges,
-                  "sparsity": circuit.sparsity, "examples": len(batch), "dropped_pairs": encoded.dropped,
+                  "sparsity": circuit.sparsity, "examples": len(data), "dropped_pairs": encoded.dropped,
                   **metrics}
         atomic.write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0

@@ -121,7 +121,7 @@ def cmd_prune(args) -> int:
     from ..io.progress import TrainingProgress
     from ..pipeline import check_out_dir, clear_out_dir, prune_on_task
     from ..scale.distributed import is_main_process, quiet_unless_main
-    from ..train.loop import PruneConfig
+    from ..train import PruneConfig
 
     quiet_unless_main()  # under `accelerate launch` with several processes, process 0 prints and writes
     if args.resume:

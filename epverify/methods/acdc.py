@@ -8,7 +8,7 @@ faithfulness loss (KL to the full model; squared error for a numerical output) b
     remove (w -> r)  iff  loss(circuit without it) - loss(circuit) < threshold
 
 Masks are binary and runs are no-grad `engine.masked_run`s on batches whose ablated runs are cached
-(`MaskEvaluator`). A reader is skipped when the writer it feeds has no kept outgoing edge left: all its
+(`Evaluator`). A reader is skipped when the writer it feeds has no kept outgoing edge left: all its
 incoming edges are removed untested, since they can no longer change the output (exact, whatever the
 ablation).
 
@@ -27,16 +27,16 @@ import time
 
 import torch
 
+from ..core.dataset import PruneData
 from ..core.graph import OUTPUT
-from ..eval.evaluator import MaskEvaluator, as_adapter
+from ..eval.evaluator import Evaluator, as_adapter
 from ..io.circuit import prune_dangling
-from ..train.loop import PruneData
 from .base import MethodResult, circuit_from_mask
 
 
 def acdc(model, data: PruneData, ablation: str = "interchange", threshold: float = 0.01,
          batch_size: int = 256, max_examples: int | None = 256, seed: int = 0,
-         evaluator: MaskEvaluator | None = None) -> MethodResult:
+         evaluator: Evaluator | None = None) -> MethodResult:
     """ACDC's circuit at `threshold` (nats of KL, or squared error for a numerical output)."""
     start = time.perf_counter()
     adapter = as_adapter(model)
@@ -46,7 +46,7 @@ def acdc(model, data: PruneData, ablation: str = "interchange", threshold: float
         if max_examples is not None and len(data) > max_examples:
             gen = torch.Generator().manual_seed(seed)
             rows = torch.randperm(len(data), generator=gen)[:max_examples].sort().values
-        evaluator = MaskEvaluator(adapter, data, ablation, batch_size, rows=rows)
+        evaluator = Evaluator(adapter, data, ablation, batch_size, rows=rows)
     ev = evaluator
     z = torch.ones(graph.num_edges, dtype=adapter.dtype, device=adapter.device)
     tried = torch.zeros(graph.num_edges, dtype=torch.bool)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.graph import ComponentGraph
+from ..eval.compare import ranking, top_mask
 from ..io.circuit import Circuit
 
 
@@ -28,13 +29,11 @@ class MethodResult:
 
     def ranking(self) -> torch.Tensor:
         """Edge indices from most to least important; ties keep edge order (stable sort)."""
-        return torch.sort(self.scores.detach().double().cpu(), descending=True, stable=True).indices
+        return ranking(self.scores)
 
     def top_mask(self, k: int) -> torch.Tensor:
         """Binary mask (num_edges,) of the k highest-scoring edges."""
-        mask = torch.zeros(self.graph.num_edges)
-        mask[self.ranking()[: max(0, int(k))]] = 1.0
-        return mask
+        return top_mask(self.scores, k)
 
     def top(self, k: int) -> Circuit:
         """The k highest-scoring edges as a circuit (no dangling-edge pruning: exactly k edges)."""

@@ -28,22 +28,22 @@ import time
 
 import torch
 
-from ..eval.evaluator import BatchMetric, MaskEvaluator, as_adapter
-from ..train.loop import PruneData
+from ..core.dataset import PruneData
+from ..eval.evaluator import BatchMetric, Evaluator, as_adapter
 from .base import MethodResult
 
 
 def eap(model, data: PruneData, ablation: str = "interchange", metric: str | BatchMetric = "logit_diff",
-        batch_size: int = 256, evaluator: MaskEvaluator | None = None) -> MethodResult:
+        batch_size: int = 256, evaluator: Evaluator | None = None) -> MethodResult:
     """EAP scores of every edge: |dM/dz| at z = 1, M the dataset mean of `metric` over the loss positions.
 
     metric: "logit_diff" (default), "loss" (vanishes at z = 1: see the module docstring), or a callable
-    (logits (B, T, V), batch number) -> sum over the batch's loss positions (see `MaskEvaluator`).
+    (outputs at the loss positions (P, V), batch number) -> their sum (see `Evaluator`).
     evaluator: reuse one built for this model, data and ablation (it caches the ablated runs).
     """
     start = time.perf_counter()
     adapter = as_adapter(model)
-    ev = evaluator or MaskEvaluator(adapter, data, ablation, batch_size)
+    ev = evaluator or Evaluator(adapter, data, ablation, batch_size)
     fn = ev.metric(metric)
     graph = adapter.graph
     signed = torch.zeros(graph.num_edges, dtype=torch.float64)

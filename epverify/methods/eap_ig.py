@@ -36,9 +36,9 @@ import torch
 
 from ..adapters.base import Adapter
 from ..core import engine
+from ..core.dataset import PruneData
 from ..errors import EpverifyError
-from ..eval.evaluator import BatchMetric, MaskEvaluator, as_adapter
-from ..train.loop import PruneData
+from ..eval.evaluator import BatchMetric, Evaluator, as_adapter
 from .base import MethodResult
 
 
@@ -72,7 +72,7 @@ def _shifted(interpolated: engine.Record, clean: engine.Record, ablated: engine.
 
 
 def eap_ig(model, data: PruneData, ablation: str = "interchange", metric: str | BatchMetric = "logit_diff",
-           steps: int = 5, batch_size: int = 256, evaluator: MaskEvaluator | None = None) -> MethodResult:
+           steps: int = 5, batch_size: int = 256, evaluator: Evaluator | None = None) -> MethodResult:
     """EAP-IG scores of every edge (magnitudes; signed values in `info["signed"]`).
 
     steps: m, the number of interpolation points a = 1/m, 2/m, ..., 1. metric: as for `eap`.
@@ -81,15 +81,14 @@ def eap_ig(model, data: PruneData, ablation: str = "interchange", metric: str | 
         raise EpverifyError(f"EAP-IG needs at least 1 step, got {steps}")
     start = time.perf_counter()
     adapter = as_adapter(model)
-    ev = evaluator or MaskEvaluator(adapter, data, ablation, batch_size)
+    ev = evaluator or Evaluator(adapter, data, ablation, batch_size)
     fn = ev.metric(metric)
     graph = adapter.graph
     signed = torch.zeros(graph.num_edges, dtype=torch.float64)
     for batch in range(len(ev)):
         index = ev.batches[batch]
-        ids = data.input_ids[index].to(adapter.device)
-        mask = data.attention_mask[index].to(adapter.device)
-        ablated = ev.ablated[batch]
+        ids, mask = ev.data.input_ids[index], ev.data.attention_mask[index]
+        ablated = ev.ablated(batch)
         with torch.no_grad():
             clean = engine.full_run(adapter, ids, mask)
         for k in range(1, steps + 1):
@@ -99,8 +98,7 @@ def eap_ig(model, data: PruneData, ablation: str = "interchange", metric: str | 
                     embeds = ablated.embeds + (k / steps) * (clean.embeds - ablated.embeds)
                     record = _shifted(engine.full_run(_Embedded(adapter, embeds), ids, mask), clean, ablated)
             z = torch.ones(graph.num_edges, dtype=adapter.dtype, device=adapter.device, requires_grad=True)
-            logits = engine.masked_run(adapter, ids, record, z, None, mask)
-            value = fn(logits, batch) / (ev.n_positions * steps)
+            value = fn(ev.run(z, batch, ablated=record), batch) / (ev.n_positions * steps)
             (grad,) = torch.autograd.grad(value, z)
             signed += grad.detach().double().cpu()
     return MethodResult("eap-ig", signed.abs(), graph, ev.ablation, seconds=time.perf_counter() - start,

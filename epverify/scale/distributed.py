@@ -341,6 +341,8 @@ class ShardedAdapter:
 
     Everything else (names, sizes, the component graph, embeddings, unembedding) is the wrapped adapter's."""
 
+    wraps_adapter = True  # `adapters.adapter_for` takes it as it is
+
     def __init__(self, adapter, shards: LayerShards):
         self._adapter = adapter
         self.shards = shards

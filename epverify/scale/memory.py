@@ -90,7 +90,7 @@ def estimate(config, batch: int, seq_len: int, dtype: torch.dtype = torch.float3
     Checked against measurement in tests/test_memory_and_scale.py and docs/benchmarks.md.
     """
     from ..core.engine import READER_CHUNK_BYTES
-    from ..train.loop import CACHE_BYTES
+    from ..eval.evaluator import CACHE_BYTES
 
     s = config if isinstance(config, Shape) else shape_of(config)
     width = torch.empty((), dtype=dtype).element_size()

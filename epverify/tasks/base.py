@@ -1,9 +1,10 @@
-"""Core types shared by every task: examples, the encoded batch the trainer consumes, and the Task base class.
+"""Core types shared by every task: examples and the Task base class.
 
 A task produces :class:`Example` pairs of plain strings (a clean prompt, a corrupted prompt of the same shape,
-the token the model should predict next and a distractor).  :meth:`Task.encode` turns them into a
-:class:`TaskBatch` of tensors with a user's Hugging Face tokenizer, and :meth:`Task.metrics` scores model
-outputs on that batch.
+the token the model should predict next and a distractor).  :meth:`Task.encode` turns them into the one dataset
+type, :class:`epverify.PruneData`, with a user's Hugging Face tokenizer (the loss position of each row is its
+last real token); the evaluator (`epverify.eval.Evaluator`) measures circuits on it, with the task's own metrics
+(:meth:`Task.score`) added.
 
 Tokenization rules (the same for every task):
 
@@ -26,13 +27,12 @@ Tokenization rules (the same for every task):
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
+from ..core.dataset import PruneData
 from ..errors import EpverifyError
 
 if TYPE_CHECKING:
@@ -58,91 +58,12 @@ class Example:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-# Fields of TaskBatch with one row per example (sliced by select); the others are shared by all rows.
-_PER_EXAMPLE_FIELDS = (
-    "clean_ids",
-    "corrupted_ids",
-    "attention_mask",
-    "target_positions",
-    "kl_mask",
-    "target_ids",
-    "distractor_ids",
-    "thresholds",
-)
-
-
-@dataclass
-class TaskBatch:
-    """The tensors a trainer consumes for one task.
-
-    Per example (N rows, T padded positions):
-        clean_ids        (N, T) long  clean prompt tokens, right-padded
-        corrupted_ids    (N, T) long  corrupted prompt tokens, same length as the clean ones per row
-        attention_mask   (N, T) long  1 on real tokens, 0 on padding (shared by clean and corrupted)
-        target_positions (N,)   long  index of the last real token, whose next-token distribution is scored
-        kl_mask          (N, T) bool  positions where KL(full || circuit) is taken (here: the target position)
-        target_ids       (N,)   long  token id of the correct continuation
-        distractor_ids   (N,)   long  token id of the competing wrong continuation
-        thresholds       (N,)   long  greater-than only: the start year's two digits YY (else None)
-
-    Shared by all rows:
-        answer_ids       (K,)   long  when set, accuracy takes the argmax over these tokens only
-                                      (boolean-expressions: the ids of True and False)
-        year_ids         (100,) long  greater-than only: year_ids[k] is the token id of the two-digit string
-                                      f"{k:02d}"; token year_ids[k] counts as "greater" for row i iff
-                                      k > thresholds[i] (see :meth:`greater_mask`)
-    """
-
-    clean_ids: torch.Tensor
-    corrupted_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    target_positions: torch.Tensor
-    kl_mask: torch.Tensor
-    target_ids: torch.Tensor
-    distractor_ids: torch.Tensor
-    answer_ids: torch.Tensor | None = None
-    year_ids: torch.Tensor | None = None
-    thresholds: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.clean_ids.shape[0]
-
-    def select(self, indices: Sequence[int] | torch.Tensor | slice) -> TaskBatch:
-        """Return the batch restricted to the given rows (a list or tensor of indices, or a slice)."""
-        if isinstance(indices, slice):
-            index: Any = indices
-        else:
-            index = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        changes = {}
-        for name in _PER_EXAMPLE_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                changes[name] = value[index]
-        return replace(self, **changes)
-
-    def to(self, device: torch.device | str) -> TaskBatch:
-        """Return a copy with every tensor moved to ``device``."""
-        changes = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                changes[f.name] = value.to(device)
-        return replace(self, **changes)
-
-    def greater_mask(self) -> torch.Tensor:
-        """Greater-than only: (N, 100) bool, [i, k] true iff the two-digit year k is above row i's YY."""
-        if self.thresholds is None or self.year_ids is None:
-            raise TaskError("greater_mask() needs a greater-than batch (thresholds and year_ids are not set)")
-        years = torch.arange(100, device=self.thresholds.device)
-        return years[None, :] > self.thresholds[:, None]
-
-
 @dataclass
 class EncodedTask:
     """Result of :meth:`Task.encode`: the batch plus what was left out and why."""
 
-    batch: TaskBatch
-    examples: list[Example]  # the examples that survived, in batch order
+    data: PruneData
+    examples: list[Example]  # the examples that survived, in row order
     dropped: int = 0
     dropped_reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. multi-token targets reduced to their first token
@@ -213,14 +134,15 @@ def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 class Task:
-    """A circuit-discovery task: generates prompt pairs, encodes them, and scores model outputs.
+    """A circuit-discovery task: generates prompt pairs and encodes them; may add its own metrics.
 
     Subclasses set ``name`` and implement :meth:`examples` and :meth:`vocabulary`; they may override
     :meth:`_encoding_context` (tokenizer facts computed once per encode), :meth:`_token_ids` (how targets map
-    to ids), :meth:`_shared_fields` (extra batch fields) and :meth:`metrics`.
+    to ids), :meth:`_task_fields` (extra dataset fields) and :meth:`score` with ``metric_names``.
     """
 
     name: str = "task"
+    metric_names: tuple[str, ...] = ()  # the metrics :meth:`score` returns (an `accuracy` replaces the default)
 
     def examples(self, n: int, seed: int = 0) -> list[Example]:
         """``n`` examples, the same ones for the same seed."""
@@ -230,10 +152,15 @@ class Task:
         """Every word the task's prompts and answers can contain (to build a word-level tokenizer over it)."""
         raise NotImplementedError
 
+    def score(self, outputs: torch.Tensor, data: PruneData, row_of_position: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The task's own metrics per loss position, {name: (P,)}, for the circuit's outputs (P, V) at the loss
+        positions of ``data``'s rows (``row_of_position``: the row of each position). Default: none."""
+        return {}
+
     # -- encoding --------------------------------------------------------------------------------------------
 
     def _encoding_context(self, tokenizer: PreTrainedTokenizerBase) -> Any:
-        """Whatever :meth:`_token_ids` and :meth:`_shared_fields` need from the tokenizer, computed once."""
+        """Whatever :meth:`_token_ids` and :meth:`_task_fields` need from the tokenizer, computed once."""
         return None
 
     def _token_ids(
@@ -249,16 +176,16 @@ class Task:
             ids.append(token)
         return ids[0], ids[1], notes
 
-    def _shared_fields(
+    def _task_fields(
         self, tokenizer: PreTrainedTokenizerBase, examples: list[Example], context: Any
     ) -> dict[str, Any]:
-        """Extra TaskBatch fields for the surviving examples (answer_ids, year_ids, thresholds)."""
+        """Extra PruneData fields for the surviving examples (answer_ids, row_info, shared_info)."""
         return {}
 
     def encode(
         self, tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int | None = None
     ) -> EncodedTask:
-        """Tokenize the examples into a right-padded :class:`TaskBatch` (rules: see the module docstring).
+        """Tokenize the examples into a right-padded :class:`PruneData` (rules: see the module docstring).
 
         Raises TaskError when a prompt is longer than ``max_length`` or when no pair survives.
         """
@@ -270,133 +197,70 @@ class Task:
         reasons: list[str] = []
         notes: list[str] = []
         for index, example in enumerate(examples):
-            clean = encode_prompt(tokenizer, example.clean)
-            corrupted = encode_prompt(tokenizer, example.corrupted)
-            for label, ids in (("clean", clean), ("corrupted", corrupted)):
-                if max_length is not None and len(ids) > max_length:
-                    raise TaskError(
-                        f"task {self.name!r}: example {index} {label} prompt is {len(ids)} tokens, "
-                        f"longer than max_length={max_length}; raise max_length or use shorter prompts"
-                    )
-            if not clean:
-                reasons.append(f"example {index}: clean prompt encodes to no tokens")
+            row, problem, example_notes = self._encode_example(tokenizer, example, index, context, max_length)
+            if problem is not None:
+                reasons.append(f"example {index}: {problem}")
                 continue
-            if len(clean) != len(corrupted):
-                reasons.append(
-                    f"example {index}: clean is {len(clean)} tokens but corrupted is {len(corrupted)} tokens"
-                )
-                continue
-            target, distractor, example_notes = self._token_ids(tokenizer, example, context)
-            if target is None or distractor is None:
-                which = "target" if target is None else "distractor"
-                text = example.target if target is None else example.distractor
-                reasons.append(f"example {index}: {which} {text!r} encodes to no token or the unknown token")
-                continue
-            if target == distractor:
-                reasons.append(
-                    f"example {index}: target {example.target!r} and distractor {example.distractor!r} "
-                    "start with the same token"
-                )
-                continue
-            for note in example_notes:
-                if note not in notes:
-                    notes.append(note)
+            notes += [note for note in example_notes if note not in notes]
             kept.append(example)
-            rows.append((clean, corrupted, target, distractor))
+            rows.append(row)
         if not kept:
             first = f" (first reason: {reasons[0]})" if reasons else ""
             raise TaskError(
                 f"task {self.name!r}: none of the {len(examples)} pairs survived encoding{first}; "
                 "check that clean and corrupted prompts tokenize to the same length"
             )
+        data = _assemble(rows, pad_id_of(tokenizer), self._task_fields(tokenizer, kept, context))
+        return EncodedTask(data=data, examples=kept, dropped=len(reasons), dropped_reasons=reasons, notes=notes)
 
-        n = len(rows)
-        width = max(len(clean) for clean, _, _, _ in rows)
-        pad = pad_id_of(tokenizer)
-        clean_ids = torch.full((n, width), pad, dtype=torch.long)  # (N, T)
-        corrupted_ids = torch.full((n, width), pad, dtype=torch.long)  # (N, T)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)  # (N, T)
-        for i, (clean, corrupted, _, _) in enumerate(rows):
-            clean_ids[i, : len(clean)] = torch.tensor(clean, dtype=torch.long)
-            corrupted_ids[i, : len(corrupted)] = torch.tensor(corrupted, dtype=torch.long)
-            attention_mask[i, : len(clean)] = 1
-        target_positions = attention_mask.sum(dim=1) - 1  # (N,)
-        kl_mask = torch.zeros((n, width), dtype=torch.bool)  # (N, T)
-        kl_mask[torch.arange(n), target_positions] = True
-        batch = TaskBatch(
-            clean_ids=clean_ids,
-            corrupted_ids=corrupted_ids,
-            attention_mask=attention_mask,
-            target_positions=target_positions,
-            kl_mask=kl_mask,
-            target_ids=torch.tensor([r[2] for r in rows], dtype=torch.long),
-            distractor_ids=torch.tensor([r[3] for r in rows], dtype=torch.long),
-            **self._shared_fields(tokenizer, kept, context),
-        )
-        return EncodedTask(
-            batch=batch, examples=kept, dropped=len(reasons), dropped_reasons=reasons, notes=notes
-        )
-
-    # -- metrics ---------------------------------------------------------------------------------------------
-
-    def metrics(self, logits: torch.Tensor, full_logits: torch.Tensor, batch: TaskBatch) -> dict[str, float]:
-        """Score circuit logits against the full model's, both on the clean input.
-
-        ``logits`` and ``full_logits`` are (N, T, V), or (N, V) already taken at the target positions.
-        Returns ``logit_diff`` (mean target minus distractor logit), ``accuracy`` (argmax is the target;
-        restricted to ``batch.answer_ids`` when set), ``exact_match`` (circuit argmax equals the full model's)
-        and ``kl`` (mean KL(full || circuit) over the ``kl_mask`` positions), all at the target positions.
-        """
-        final = target_logits(logits, batch).float()  # (N, V)
-        full_final = target_logits(full_logits, batch).float()  # (N, V)
-        rows = torch.arange(len(batch), device=final.device)
-        diff = final[rows, batch.target_ids] - final[rows, batch.distractor_ids]  # (N,)
-        if batch.answer_ids is not None:
-            choice = batch.answer_ids[final[:, batch.answer_ids].argmax(dim=-1)]  # (N,)
-        else:
-            choice = final.argmax(dim=-1)  # (N,)
-        return {
-            "logit_diff": diff.mean().item(),
-            "accuracy": (choice == batch.target_ids).float().mean().item(),
-            "exact_match": (final.argmax(dim=-1) == full_final.argmax(dim=-1)).float().mean().item(),
-            "kl": kl_divergence(logits, full_logits, batch),
-        }
+    def _encode_example(self, tokenizer, example: Example, index: int, context, max_length: int | None):
+        """(clean ids, corrupted ids, target, distractor), or why the pair is dropped; plus notes."""
+        clean = encode_prompt(tokenizer, example.clean)
+        corrupted = encode_prompt(tokenizer, example.corrupted)
+        for label, ids in (("clean", clean), ("corrupted", corrupted)):
+            if max_length is not None and len(ids) > max_length:
+                raise TaskError(
+                    f"task {self.name!r}: example {index} {label} prompt is {len(ids)} tokens, "
+                    f"longer than max_length={max_length}; raise max_length or use shorter prompts"
+                )
+        if not clean:
+            return None, "clean prompt encodes to no tokens", []
+        if len(clean) != len(corrupted):
+            return None, f"clean is {len(clean)} tokens but corrupted is {len(corrupted)} tokens", []
+        target, distractor, notes = self._token_ids(tokenizer, example, context)
+        if target is None or distractor is None:
+            which = "target" if target is None else "distractor"
+            text = example.target if target is None else example.distractor
+            return None, f"{which} {text!r} encodes to no token or the unknown token", []
+        if target == distractor:
+            return None, (f"target {example.target!r} and distractor {example.distractor!r} "
+                          "start with the same token"), []
+        return (clean, corrupted, target, distractor), None, notes
 
 
-def _check_logits(logits: torch.Tensor, batch: TaskBatch) -> None:
-    n, width = batch.clean_ids.shape
-    full_shape = logits.dim() == 3 and tuple(logits.shape[:2]) == (n, width)
-    final_shape = logits.dim() == 2 and logits.shape[0] == n
-    if not (full_shape or final_shape):
-        raise ValueError(
-            f"logits have shape {tuple(logits.shape)}; expected (N, T, V) = ({n}, {width}, V) "
-            f"or (N, V) = ({n}, V)"
-        )
+def _assemble(rows: list[tuple[list[int], list[int], int, int]], pad: int, fields: dict[str, Any]) -> PruneData:
+    """Right-padded tensors of the encoded rows; the loss is taken at each row's last real token."""
+    n = len(rows)
+    width = max(len(clean) for clean, _, _, _ in rows)
+    clean_ids = torch.full((n, width), pad, dtype=torch.long)  # (N, T)
+    corrupted_ids = torch.full((n, width), pad, dtype=torch.long)  # (N, T)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)  # (N, T)
+    for i, (clean, corrupted, _, _) in enumerate(rows):
+        clean_ids[i, : len(clean)] = torch.tensor(clean, dtype=torch.long)
+        corrupted_ids[i, : len(corrupted)] = torch.tensor(corrupted, dtype=torch.long)
+        attention_mask[i, : len(clean)] = 1
+    loss_mask = torch.zeros((n, width), dtype=torch.bool)  # (N, T)
+    loss_mask[torch.arange(n), attention_mask.sum(dim=1) - 1] = True
+    return PruneData(
+        input_ids=clean_ids, attention_mask=attention_mask, loss_mask=loss_mask, corrupted_ids=corrupted_ids,
+        target_ids=torch.tensor([r[2] for r in rows], dtype=torch.long),
+        distractor_ids=torch.tensor([r[3] for r in rows], dtype=torch.long), **fields,
+    )
 
 
-def target_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
-    """The (N, V) logits at each row's target position, from (N, T, V) logits (or (N, V) passed through)."""
-    _check_logits(logits, batch)
-    if logits.dim() == 2:
-        return logits
-    rows = torch.arange(len(batch), device=logits.device)
-    return logits[rows, batch.target_positions.to(logits.device)]
-
-
-def kl_divergence(logits: torch.Tensor, full_logits: torch.Tensor, batch: TaskBatch) -> float:
-    """Mean KL(full || circuit) over the ``kl_mask`` positions ((N, V) inputs: over the target positions)."""
-    _check_logits(logits, batch)
-    _check_logits(full_logits, batch)
-    if logits.dim() == 3 and full_logits.dim() == 3:
-        mask = batch.kl_mask.to(logits.device)
-        circuit, full = logits[mask].float(), full_logits[mask].float()  # (M, V)
-    else:
-        circuit = target_logits(logits, batch).float()  # (N, V)
-        full = target_logits(full_logits, batch).float()  # (N, V)
-    log_q = F.log_softmax(circuit, dim=-1)
-    log_p = F.log_softmax(full, dim=-1)
-    per_position = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (M,)
-    return per_position.mean().clamp_min(0.0).item()
+def target_positions(data: PruneData) -> torch.Tensor:
+    """(N,) the index of each row's last real token, where a task's loss is taken."""
+    return data.attention_mask.sum(dim=1) - 1
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ class BooleanExpressionsTask(Task):
     def vocabulary(self) -> list[str]:
         return words_of(INSTRUCTION, "Q: is A:", "( ) and or not", *LITERALS)
 
-    def _shared_fields(
+    def _task_fields(
         self, tokenizer: PreTrainedTokenizerBase, examples: list[Example], context: Any
     ) -> dict[str, Any]:
         prompt = examples[0].clean

@@ -7,9 +7,9 @@ leaves every year as a valid answer.
 ``Example.target`` is one sampled year YY' > YY and ``Example.distractor`` is YY itself, so ``logit_diff`` is
 a rough per-example proxy; the task's own metric is ``prob_diff``: the probability the model puts on the
 two-digit tokens greater than YY minus the probability on those less than or equal to YY, at the target
-position. The batch carries this as ``year_ids`` (100,) (token id of "00".."99") and ``thresholds`` (N,) (each
-row's YY); ``TaskBatch.greater_mask()`` expands it to (N, 100).  ``accuracy`` asks whether the argmax among
-the 100 year tokens is greater than YY.
+position. The data carries this as ``shared_info["year_ids"]`` (100,) (token id of "00".."99") and
+``row_info["thresholds"]`` (N,) (each row's YY); ``greater_mask(thresholds)`` expands it to (N, 100).
+``accuracy`` asks whether the argmax among the 100 year tokens is greater than YY.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..core.dataset import PruneData
 from .base import (
     Example,
     Task,
-    TaskBatch,
     TaskError,
     check_count,
     make_rng,
     standalone_token,
-    target_logits,
     words_of,
 )
 
@@ -112,27 +111,33 @@ class GreaterThanTask(Task):
         ids, notes = context
         return ids[int(example.target)], ids[int(example.distractor)], notes
 
-    def _shared_fields(
+    def _task_fields(
         self, tokenizer: PreTrainedTokenizerBase, examples: list[Example], context: YearIds
     ) -> dict[str, Any]:
         ids, _ = context
         return {
-            "year_ids": torch.tensor(ids, dtype=torch.long),  # (100,)
-            "thresholds": torch.tensor([int(e.extras["yy"]) for e in examples], dtype=torch.long),  # (N,)
+            "shared_info": {"year_ids": torch.tensor(ids, dtype=torch.long)},  # (100,)
+            "row_info": {"thresholds": torch.tensor([int(e.extras["yy"]) for e in examples], dtype=torch.long)},
         }
 
     # -- metrics ---------------------------------------------------------------------------------------------
 
-    def metrics(self, logits: torch.Tensor, full_logits: torch.Tensor, batch: TaskBatch) -> dict[str, float]:
-        """The base metrics plus ``prob_diff``; ``accuracy`` is "argmax over the year tokens is above YY"."""
-        result = super().metrics(logits, full_logits, batch)
-        if batch.year_ids is None or batch.thresholds is None:
-            raise TaskError("greater-than metrics need a batch encoded by the greater-than task")
-        final = target_logits(logits, batch).float()  # (N, V)
-        probs = final.softmax(dim=-1)[:, batch.year_ids]  # (N, 100)
-        greater = batch.greater_mask().to(probs.device)  # (N, 100)
-        prob_diff = (probs * greater).sum(dim=-1) - (probs * ~greater).sum(dim=-1)  # (N,)
-        best_year = final[:, batch.year_ids].argmax(dim=-1)  # (N,)
-        result["prob_diff"] = prob_diff.mean().item()
-        result["accuracy"] = (best_year > batch.thresholds.to(best_year.device)).float().mean().item()
-        return result
+    metric_names = ("accuracy", "prob_diff")
+
+    def score(self, outputs: torch.Tensor, data: PruneData, row_of_position: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``prob_diff`` per position, and ``accuracy``: "the argmax over the year tokens is above YY"."""
+        if "year_ids" not in data.shared_info or "thresholds" not in data.row_info:
+            raise TaskError("greater-than metrics need data encoded by the greater-than task")
+        year_ids = data.shared_info["year_ids"].to(outputs.device)
+        thresholds = data.row_info["thresholds"].to(outputs.device)[row_of_position]  # (P,)
+        probs = outputs.float().softmax(dim=-1)[:, year_ids]  # (P, 100)
+        greater = greater_mask(thresholds)  # (P, 100)
+        prob_diff = (probs * greater).sum(dim=-1) - (probs * ~greater).sum(dim=-1)  # (P,)
+        best_year = outputs[:, year_ids].argmax(dim=-1)  # (P,)
+        return {"accuracy": (best_year > thresholds).float(), "prob_diff": prob_diff}
+
+
+def greater_mask(thresholds: torch.Tensor) -> torch.Tensor:
+    """(N, 100) bool: [i, k] is true iff the two-digit year k is above row i's YY."""
+    years = torch.arange(100, device=thresholds.device)
+    return years[None, :] > thresholds[:, None]

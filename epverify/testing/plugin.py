@@ -103,7 +103,7 @@ def recovery_results(method: Callable, programs: Iterable | None = None,
     from ..adapters import wrap
     from ..io.circuit import prune_dangling
     from ..tracr.ground_truth import ground_truth, matching_truth
-    from ..tracr.recover import tracr_data
+    from ..tracr.policy import tracr_data
 
     results = []
     for model in _programs(programs):

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.dataset import PruneData
 from ..errors import EpverifyError
-from ..train.loop import PruneConfig, PruneData
+from ..train import PruneConfig
 
 ROOT = Path(__file__).resolve().parents[2] / "trained_models" / "induction"
 META = "induction.json"

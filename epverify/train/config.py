@@ -1,0 +1,122 @@
+"""The settings of a pruning run: one dataclass, one source of defaults.
+
+`PruneConfig()`'s field defaults are the defaults everywhere: `epverify prune` reads its flag defaults from them
+(`epverify.cli.options`), and `prune(adapter, data)` uses them. Presets for particular models (the compiled Tracr
+programs: `epverify.tracr.policy`) are `PruneConfig`s built from these with a few fields replaced, passed in
+explicitly by whoever runs them. Settings read by one estimator only sit in that estimator's nested dataclass
+(`score`); every other field acts on every run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ..core import hard_concrete
+from ..core.engine import ABLATIONS
+from ..errors import EpverifyError
+
+ESTIMATORS = ("pathwise", "score")
+
+
+@dataclass
+class ScoreSettings:
+    """Read by the score estimator only (`estimator="score"`; docs/recovery.md)."""
+
+    # An edge receives its faithfulness gradient once its running estimate is this many standard errors from zero
+    # (0: always); the running statistics decay by `decay` per step.
+    gate: float = 0.0
+    decay: float = 0.95
+    # With a gate: an edge whose gate is closed is not pushed down by the sparsity term while its running estimate
+    # says that keeping it is worth more than that push (rare evidence arrives in bursts).
+    hold: bool = False
+    samples: int = 2  # independent masks per example (each one's baseline is the mean of the others)
+
+
+@dataclass
+class PruneConfig:
+    """Everything a pruning run is configured by (docs/design.md, "Training")."""
+
+    # The fraction of edges to remove, reached by the end of the warm-up. 0.95 keeps 5% of the edges; above 1 the
+    # sparsity term never stops pushing, so only what the faithfulness loss defends survives.
+    target_sparsity: float = 0.95
+    steps: int = 3000
+    warmup_steps: int = 2500
+    lr: float = 0.8  # log-alphas
+    lambda_lr: float = 0.8
+    batch_size: int = 32
+    ablation: str = "interchange"
+    node_masks: bool = False
+    seed: int = 0
+    # Recompute each layer in the backward instead of keeping its activations (large models; epverify.scale.memory)
+    checkpoint_layers: bool = False
+    # Sample an independent mask for every example of the batch (same objective, lower-variance gradient);
+    # False: one mask per step, shared by the batch.
+    per_example_masks: bool = False
+    # How the faithfulness gradient reaches the log-alphas: "pathwise" (backpropagate through the sampled masks)
+    # or "score" (score function of the gate noise; no gradient through the model). See docs/recovery.md.
+    estimator: str = "pathwise"
+    score: ScoreSettings = field(default_factory=ScoreSettings)
+    # Example sampling: 1 draws batches uniformly. Below 1, examples whose output the empty circuit (every edge
+    # ablated) already reproduces are drawn this much less often than the others, and every example's loss is
+    # importance-weighted so the objective is unchanged.
+    example_focus: float = 1.0
+    adam_beta2: float = 0.999  # second-moment decay of the log-alphas' Adam
+    # Temperature beta of the hard-concrete gates (2/3). Lower puts more of each gate's mass at exactly 0 and 1.
+    gate_temperature: float = hard_concrete.BETA
+    # Ceiling on the sparsity term's pull on one edge, in units of the faithfulness loss (nats per position for
+    # KL): after each ascent step the lambdas are scaled down so that |lambda1 + 2 lambda2 (s - t)| / E stays at or
+    # below it (E edges). 0: no ceiling. With a target above 1 the price of an edge otherwise rises all run.
+    max_edge_price: float = 0.0
+
+    def validate(self) -> None:
+        """Raise an EpverifyError naming the first setting out of range."""
+        if not (0.0 <= self.target_sparsity <= 1.5) or math.isnan(self.target_sparsity):
+            raise EpverifyError(
+                f"target sparsity {self.target_sparsity} is out of range: use a value in [0, 1.5]"
+                " (1 prunes every edge the loss allows; values above 1 keep pushing past that)"
+            )
+        if self.steps < 1 or self.batch_size < 1:
+            raise EpverifyError(f"steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise EpverifyError(f"warm-up ({self.warmup_steps}) must be between 0 and steps ({self.steps})")
+        for name in ("lr", "lambda_lr"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise EpverifyError(f"{name} ({value}) must be a number >= 0 (0 freezes it), e.g. "
+                                    f"{getattr(PruneConfig, name)}")
+        if self.estimator not in ESTIMATORS:
+            raise EpverifyError(f"unknown estimator {self.estimator!r}: choose pathwise or score")
+        if not 0.0 < self.example_focus <= 1.0:
+            raise EpverifyError(f"example_focus ({self.example_focus}) must lie in (0, 1]")
+        if self.score.samples < 2:
+            raise EpverifyError(f"score.samples ({self.score.samples}) must be at least 2")
+        if not 0.0 <= self.score.decay < 1.0 or not 0.0 <= self.adam_beta2 < 1.0:
+            raise EpverifyError("score.decay and adam_beta2 must lie in [0, 1)")
+        if self.score.hold and (self.estimator != "score" or not self.score.gate > 0):
+            raise EpverifyError("the score estimator's hold (score_hold) acts on its gate: set estimator='score'"
+                                " and a score gate above 0, or hold=False")
+        if not self.max_edge_price >= 0.0:
+            raise EpverifyError(f"max_edge_price ({self.max_edge_price}) must be 0 (no ceiling) or positive")
+        if not 0.0 < self.gate_temperature <= 10.0:
+            raise EpverifyError(f"gate_temperature ({self.gate_temperature}) must lie in (0, 10]")
+        if self.ablation not in ABLATIONS:
+            raise EpverifyError(f"unknown ablation {self.ablation!r}: choose one of {', '.join(ABLATIONS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PruneConfig:
+        """A config from `to_dict`'s output, or from a checkpoint written before the score estimator's settings
+        were nested (flat `score_gate`, ...); a field missing from `values` takes its default."""
+        values = dict(values)
+        score = dict(values.pop("score", None) or {})
+        for name in (f.name for f in fields(ScoreSettings)):
+            if f"score_{name}" in values:
+                score[name] = values.pop(f"score_{name}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise EpverifyError(f"unknown prune setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
+        return replace(cls(**values), score=ScoreSettings(**score))
