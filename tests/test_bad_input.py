@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, GPT2Config, GPT2LMHeadModel
 
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 

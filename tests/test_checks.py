@@ -9,7 +9,7 @@ import logging
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.core.graph import ComponentGraph
 from epverify.eval import checks
 from epverify.io.circuit import Circuit

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from epverify.cli.main import build_parser, main
+from epverify.cli import build_parser, main
 
 
 def test_zoo_lists_every_program_with_its_truth(capsys):

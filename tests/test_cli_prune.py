@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.io.circuit import Circuit
 from epverify.tasks import TASKS, get_task
 from epverify.tasks.tokenizer import build_word_tokenizer

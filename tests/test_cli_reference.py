@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from epverify.cli.main import build_parser, reference_markdown
+from epverify.cli import build_parser, reference_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 

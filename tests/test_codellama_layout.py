@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from epverify import wrap_pretrained
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from epverify.adapters import wrap
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.core import engine, hard_concrete
 from epverify.errors import EpverifyError
 from epverify.scale.distributed import LaunchSettings, LayerShards, Parallel, ShardedAdapter

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.core.graph import ComponentGraph
 from epverify.errors import EpverifyError
 from epverify.io import draw, export

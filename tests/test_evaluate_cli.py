@@ -9,7 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from epverify.adapters import wrap_pretrained
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.core.graph import ComponentGraph
 from epverify.io import export
 from epverify.io.circuit import Circuit

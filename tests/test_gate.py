@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.testing.gate import load_config
 
 CI_DIR = Path(__file__).resolve().parents[1] / "ci"

@@ -14,7 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from epverify import PruneConfig, prune
 from epverify.adapters import wrap
-from epverify.cli.main import main
+from epverify.cli import main
 from epverify.errors import EpverifyError
 from epverify.io import checkpoint
 from epverify.tasks import get_task

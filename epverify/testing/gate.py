@@ -22,7 +22,6 @@ and extra threads only contend (set EPVERIFY_GATE_THREADS to change it).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -259,44 +258,3 @@ def report_json(config: GateConfig, runs: list[Run], results: list[CheckResult])
         "runs": [{"seed": run.seed, **run.report.to_dict(), "failed": run_failures(config, run)}
                  for run in runs],
     }
-
-
-# ----- command line ----------------------------------------------------------------------------------------
-def _count(items, noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
-
-
-def cmd_gate(args) -> int:
-    config = load_config(args.config)
-    total = len(config.programs) * len(config.ablations) * len(config.seeds)
-    print(f"gate {config.name} ({args.config}): {_count(config.programs, 'program')} x "
-          f"{_count(config.ablations, 'ablation')} x {_count(config.seeds, 'seed')} = "
-          f"{_count(range(total), 'run')}")
-    print(_line(RUN_COLUMNS), flush=True)
-    runs = run_gate(config, progress=lambda run: print(run_line(config, run), flush=True))
-    results = judge(config, runs)
-    print()
-    for line in check_lines(results):
-        print(line)
-    failed = [r for r in results if not r.passed]
-    if failed:
-        print(f"gate {config.name} FAILED: {len(failed)} of {len(results)} checks fell short ("
-              + ", ".join(f"{r.threshold.key} = {_fmt(r.limit)}" for r in failed) + ")")
-    else:
-        print(f"gate {config.name} PASSED: all {len(results)} checks")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report_json(config, runs, results), indent=1) + "\n")
-    return 1 if failed else 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "gate", help="CI gate: recover Tracr programs and fail when recovery or faithfulness regresses",
-        description="Run the recoveries a TOML config lists and check them against its thresholds. Prints "
-                    "one row per run and PASS/FAIL per check; exits 0 when all pass, 1 when any falls short, "
-                    "2 for a bad config.")
-    p.add_argument("config", help="gate config (TOML), e.g. ci/tracr-quick.toml")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    p.set_defaults(func=cmd_gate)

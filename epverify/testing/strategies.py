@@ -283,16 +283,13 @@ class RaspProgram:
         return eval(self.source, {"rasp": rasp})  # noqa: S307 - our own generated source
 
     def compile(self):
-        """Compile with tracr (`epverify.tracr.compile_rasp`) and attach the default dataset recipe.
+        """Compile with tracr (`epverify.tracr.compile_rasp`, which attaches the default dataset recipe).
 
         Raises EpverifyError when tracr cannot compile the program."""
         from ..tracr.compile import compile_rasp
-        from ..tracr.data import default_recipe
 
-        model = compile_rasp(self.build(), set(self.vocab), self.max_seq_len, causal=self.causal,
-                             name="generated", source=self.source)
-        model.dataset = default_recipe(list(self.vocab), self.max_seq_len)
-        return model
+        return compile_rasp(self.build(), list(self.vocab), self.max_seq_len, causal=self.causal, name="generated",
+                            source=self.source)
 
 
 def _categorical(depth: int) -> st.SearchStrategy:

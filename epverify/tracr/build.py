@@ -6,7 +6,6 @@ import argparse
 import time
 
 from .compile import compile_rasp
-from .data import default_recipe
 from .ground_truth import GT_ABLATIONS, ground_truth
 from .model import CompiledModel
 from .zoo import BY_NAME, ROOT, ZOO, ZooEntry
@@ -14,9 +13,8 @@ from .zoo import BY_NAME, ROOT, ZOO, ZooEntry
 
 def build(entry: ZooEntry) -> CompiledModel:
     """Compile one zoo program, attach its dataset recipe and verified ground truth per ablation."""
-    model = compile_rasp(entry.make(), set(entry.vocab), entry.max_seq_len, causal=entry.causal, name=entry.name,
-                         source=entry.source)
-    model.dataset = default_recipe(list(entry.vocab), entry.max_seq_len, unique=entry.unique)
+    model = compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, causal=entry.causal, name=entry.name,
+                         source=entry.source, unique=entry.unique)
     model.ground_truth = {ablation: ground_truth(model, ablation) for ablation in GT_ABLATIONS}
     return model
 

@@ -6,12 +6,15 @@ import numpy as np
 import torch
 
 from ..errors import EpverifyError
+from .data import default_recipe
 from .model import BOS, PAD, CompiledModel
 
 
 def compile_rasp(program, vocab, max_seq_len: int, causal: bool = False, name: str | None = None,
-                 source: str = "") -> CompiledModel:
-    """Compile a RASP program with tracr and convert its weights to torch.
+                 source: str = "", unique: bool = False, seed: int = 0) -> CompiledModel:
+    """Compile a RASP program with tracr and convert its weights to torch, with the recipe of its dataset (every
+    input up to max_seq_len when that domain is small, else a seeded sample; `unique`: inputs with distinct tokens
+    only), so that `epverify.recover` takes the result as it is. A list vocab keeps its order in the recipe.
 
     Raises EpverifyError for a vocab holding the BOS or PAD token, an empty vocab, a bad max_seq_len, or a program
     tracr cannot compile (naming the expression and tracr's reason).
@@ -23,7 +26,8 @@ def compile_rasp(program, vocab, max_seq_len: int, causal: bool = False, name: s
             "compiling RASP needs tracr and JAX: pip install 'epverify[tracr]' (shipped models load without them)"
         ) from None
 
-    vocab = set(vocab)
+    order = sorted(vocab, key=lambda v: (str(type(v)), v)) if isinstance(vocab, set | frozenset) else list(vocab)
+    vocab = set(order)
     if not vocab:
         raise EpverifyError("the vocab is empty: give the tokens the program reads, e.g. --vocab a,b,c")
     for special in (BOS, PAD):
@@ -46,7 +50,9 @@ def compile_rasp(program, vocab, max_seq_len: int, causal: bool = False, name: s
     except Exception as err:  # tracr raises many kinds; the user needs the program and the reason
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EpverifyError(f"tracr could not compile program {program.label!r}: {reason}") from None
-    return _convert(assembled, program, vocab, max_seq_len, causal, name or program.label, source)
+    model = _convert(assembled, program, vocab, max_seq_len, causal, name or program.label, source)
+    model.dataset = default_recipe(order, max_seq_len, unique=unique, seed=seed)
+    return model
 
 
 def _convert(assembled, program, vocab, max_seq_len, causal, name, source) -> CompiledModel:

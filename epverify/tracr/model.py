@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..core.graph import count_edges
 from ..errors import EpverifyError
 
 FORMAT = "epverify.tracr/1"
@@ -55,9 +56,8 @@ class CompiledModel:
 
     @property
     def total_edges(self) -> int:
-        from ..adapters.tracr import TracrAdapter
-
-        return TracrAdapter(self).graph.num_edges
+        """Edges of its component graph: embeddings `tok_embeds` and `pos_embeds`, no grouped keys and values."""
+        return count_edges(self.n_layers, self.n_heads, self.n_heads, 2)
 
     # ----- encoding --------------------------------------------------------------------------------------------
     def encode(self, sequences: list[list]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from ..core.engine import ABLATIONS
 from ..errors import EpverifyError
 
 ESTIMATORS = ("pathwise", "score")
+WARMUP_FRACTION = 5 / 6  # the warm-up's share of the steps when it is not given
 
 
 @dataclass
@@ -41,7 +42,7 @@ class PruneConfig:
     # sparsity term never stops pushing, so only what the faithfulness loss defends survives.
     target_sparsity: float = 0.95
     steps: int = 3000
-    warmup_steps: int = 2500
+    warmup_steps: int | None = None  # steps over which the target ramps up; None: 5/6 of the steps (2,500 of 3,000)
     lr: float = 0.8  # log-alphas
     lambda_lr: float = 0.8
     batch_size: int = 32
@@ -68,6 +69,10 @@ class PruneConfig:
     # KL): after each ascent step the lambdas are scaled down so that |lambda1 + 2 lambda2 (s - t)| / E stays at or
     # below it (E edges). 0: no ceiling. With a target above 1 the price of an edge otherwise rises all run.
     max_edge_price: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps is None:
+            self.warmup_steps = int(self.steps * WARMUP_FRACTION)
 
     def validate(self) -> None:
         """Raise an EpverifyError naming the first setting out of range."""

@@ -1,0 +1,84 @@
+"""What the commands take: each flag declared once, as an `Option`, in groups the commands share.
+
+The parser (`epverify.cli.main`), the TOML config files (`--config`, `epverify.cli.config`) and docs/cli.md
+(`reference_markdown`) are all made from these declarations. The training flags take their defaults from
+`PruneConfig()`: one source of defaults for the command line and the Python API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.engine import ABLATIONS
+from ..train import PruneConfig
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag (or positional argument) of a command."""
+
+    name: str  # the setting's name: `target_sparsity` is the flag --target-sparsity and the TOML key
+    help: str
+    default: Any = None
+    type: type = str
+    choices: tuple | None = None
+    switch: bool = False  # a flag without a value (true when given)
+    positional: bool = False
+    metavar: str | None = None
+    in_config: bool = True  # may come from a --config file
+
+    @property
+    def flag(self) -> str:
+        return self.name if self.positional else "--" + self.name.replace("_", "-")
+
+
+DEFAULTS = PruneConfig()
+
+MODEL = Option("model", "local checkpoint directory (config, weights, tokenizer) written by save_pretrained")
+
+TASK = (
+    Option("task", "ioi, greater-than, gendered-pronouns (gp), boolean-expressions (boolean), or jsonl"),
+    Option("data", "jsonl task: the file of {clean, corrupted, target, distractor} lines"),
+    Option("prompt", "boolean-expressions prompt style", choices=("instruction", "few-shot")),
+    Option("examples", "number of task examples to generate", 256, int),
+    Option("seed", "seed of the examples (prune: also of the masks' noise and the batches)", DEFAULTS.seed, int),
+)
+
+TRAINING = (
+    Option("target_sparsity", "fraction of edges to remove, in [0, 1.5] (above 1 keeps pushing past that)",
+           DEFAULTS.target_sparsity, float),
+    Option("steps", "training steps", DEFAULTS.steps, int),
+    Option("warmup_steps", "steps over which the target ramps up from 0 (default: 5/6 of the steps)", type=int),
+    Option("lr", "learning rate of the edge masks", DEFAULTS.lr, float),
+    Option("lambda_lr", "learning rate of the Lagrange multipliers", DEFAULTS.lambda_lr, float),
+    Option("batch_size", "examples per step", DEFAULTS.batch_size, int),
+    Option("ablation", "what a removed edge carries: the corrupted input's value, zero, the mean, or a resample",
+           DEFAULTS.ablation, choices=ABLATIONS),
+    Option("node_masks", "also learn a mask per writer", switch=True),
+    Option("checkpoint_layers", "recompute each layer in the backward (less memory, for large models)",
+           switch=True),
+)
+
+RUN = (
+    Option("out", "output directory; required"),
+    Option("checkpoint_every", "write OUT/checkpoint.pt every N steps (0: never)", 100, int),
+    Option("resume", "continue the run in DIR from its last checkpoint, with the config it saved", metavar="DIR",
+           in_config=False),
+    Option("overwrite", "replace a finished or unfinished run in --out", switch=True, in_config=False),
+    Option("no_draw", "skip the PNG/SVG drawings", switch=True),
+    Option("quiet", "no progress display", switch=True),
+)
+
+CONFIG = Option("config", "read any of these flags from a TOML file (flags given here win)", metavar="FILE.toml",
+                in_config=False)
+
+
+def task_options(settings) -> dict:
+    """The task's own options from the settings: the jsonl file, the boolean prompt style."""
+    options = {}
+    if settings.data:
+        options["path"] = settings.data
+    if settings.prompt:
+        options["prompt"] = settings.prompt
+    return options
