@@ -19,6 +19,19 @@ from .base import Adapter
 SUPPORTED = ("gpt2", "llama", "gpt_neox", "qwen2")
 
 
+def adapter_class(model_type: str):
+    """The adapter class of a supported Hugging Face `model_type`."""
+    if model_type == "gpt2":
+        from .gpt2 import GPT2Adapter as cls
+    elif model_type == "gpt_neox":
+        from .neox import GPTNeoXAdapter as cls
+    elif model_type == "qwen2":
+        from .llama import Qwen2Adapter as cls
+    else:
+        from .llama import LlamaAdapter as cls
+    return cls
+
+
 def _supported_text() -> str:
     return ", ".join(SUPPORTED) + " (Hugging Face model_type) and Tracr compiled models"
 
@@ -44,9 +57,7 @@ def adapter_for(model) -> Adapter:
             f"{type(model).__name__} has no lm_head: load the causal LM class (AutoModelForCausalLM),"
             " not the base model"
         )
-    from .hf import ADAPTERS
-
-    return ADAPTERS[model_type](model)
+    return adapter_class(model_type)(model)
 
 
 def wrap(model) -> MaskedModel:

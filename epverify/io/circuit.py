@@ -160,3 +160,55 @@ def read_json(path: str | Path):
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EpverifyError(f"{path} is not a JSON circuit file ({err}); a truncated file is usually an interrupted"
                             " write: produce it again") from None
+
+
+# ----- circuits and model graphs -------------------------------------------------------------------------------
+def graph_of(circuit: Circuit) -> ComponentGraph:
+    """The component graph a circuit was found in, rebuilt from the model summary its file records."""
+    m = circuit.model or {}
+    missing = [k for k in ("n_layers", "n_heads", "embed_names") if k not in m]
+    if missing:
+        raise EpverifyError(
+            f"the circuit does not record its model's shape ({', '.join(missing)} missing from \"model\"):"
+            " pass the model, or use a circuit written by epverify prune or recover"
+        )
+    try:
+        graph = ComponentGraph(int(m["n_layers"]), int(m["n_heads"]), int(m.get("n_kv_heads", m["n_heads"])),
+                               tuple(str(e) for e in m["embed_names"]), bool(m.get("parallel_mlp", False)))
+    except (TypeError, ValueError) as err:
+        raise EpverifyError(f"the circuit's \"model\" record is malformed ({err})") from None
+    if circuit.total_edges and graph.num_edges != circuit.total_edges:
+        raise EpverifyError(
+            f"the circuit says its model has {circuit.total_edges} edges but its recorded shape has"
+            f" {graph.num_edges}: the file is inconsistent"
+        )
+    return graph
+
+
+def check_fits(circuit: Circuit, graph: ComponentGraph, source: str = "the circuit") -> None:
+    """Raise a one-line EpverifyError naming every difference when `circuit` was made for another model."""
+    m = circuit.model or {}
+    diffs = []
+    for key, label in (("n_layers", "layers"), ("n_heads", "heads"), ("n_kv_heads", "key/value heads")):
+        if key in m and int(m[key]) != getattr(graph, key):
+            diffs.append(f"{m[key]} {label} (this model: {getattr(graph, key)})")
+    if "embed_names" in m and tuple(m["embed_names"]) != graph.embed_names:
+        diffs.append(f"embeddings {', '.join(m['embed_names'])} (this model: {', '.join(graph.embed_names)})")
+    if "parallel_mlp" in m and bool(m["parallel_mlp"]) != graph.parallel_mlp:
+        diffs.append(f"parallel_mlp={bool(m['parallel_mlp'])} (this model: {graph.parallel_mlp})")
+    if circuit.total_edges != graph.num_edges:
+        diffs.append(f"{circuit.total_edges} edges (this model: {graph.num_edges})")
+    if diffs:
+        raise EpverifyError(f"{source} was made for a different model: {'; '.join(diffs)}; use it with the model"
+                            " it was found in")
+    graph.index_of(circuit.edges)
+    graph.index_of(circuit.scores)
+
+
+def reader_kind(reader: str) -> str:
+    """q, k, v (attention inputs), mlp or output."""
+    if reader == OUTPUT:
+        return "output"
+    if reader.startswith("m"):
+        return "mlp"
+    return reader.rsplit(".", 1)[1]

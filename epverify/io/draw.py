@@ -24,8 +24,7 @@ from pathlib import Path
 from ..core.graph import OUTPUT, ComponentGraph
 from ..errors import EpverifyError
 from . import atomic
-from .circuit import Circuit
-from .export import graph_of, reader_kind
+from .circuit import Circuit, graph_of, reader_kind
 
 FORMATS = ("png", "svg", "pdf")
 EDGE_STYLE = {  # reader kind -> (colour, bend, legend label)
@@ -104,10 +103,7 @@ def draw_circuit(circuit: Circuit, prefix: str | Path, formats: Sequence[str] = 
 
 def _circuit_figure(circuit: Circuit, graph: ComponentGraph, title: str | None):
     import networkx as nx
-    from matplotlib.collections import LineCollection, PathCollection
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.path import Path as MplPath
 
     edges = _drawn_edges(circuit, graph)
     g = nx.DiGraph()
@@ -116,18 +112,38 @@ def _circuit_figure(circuit: Circuit, graph: ComponentGraph, title: str | None):
     for w, target, kind in edges:
         g.add_edge(w, target, kind=kind)
     pos = positions(graph, g.nodes)
-
     rows = 2 * graph.n_layers + 2
     width = min(max(6.0, 1.5 + 0.4 * graph.n_heads), 24.0)
     height = min(max(4.0, 1.0 + 0.45 * rows), 30.0)
     fig = Figure(figsize=(width, height))
     ax = fig.subplots()
+    handles = _draw_edges(ax, circuit, edges, pos) + _draw_nodes(ax, g, graph, pos)
+    _axes(ax, graph, pos, rows)
+    name = circuit.model.get("program") or Path(str(circuit.model.get("path", ""))).name or \
+        circuit.model.get("family", "circuit")
+    title = title or (f"{name}: {len(circuit.edges)} of {circuit.total_edges} edges (sparsity"
+                      f" {circuit.sparsity:.4f}), {circuit.ablation} ablation")
+    fig.suptitle(textwrap.fill(title, width=int(width * 13)), x=0.02, ha="left", fontsize=10)
+    if not circuit.edges:
+        ax.text(0.5, 0.5, "empty circuit: no edge kept", transform=ax.transAxes, ha="center", color="#aa0000")
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    # fixed margins (inches) rather than tight_layout, which would render every edge once more
+    fig.subplots_adjust(left=1.0 / width, right=1 - 2.0 / width, bottom=0.3 / height, top=1 - 0.7 / height)
+    return fig
+
+
+def _draw_edges(ax, circuit: Circuit, edges, pos) -> list:
+    """One collection of edges per reader kind, quadratic Beziers bent by kind (straight lines when there are
+    many); returns the legend handles."""
+    from matplotlib.collections import LineCollection, PathCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.path import Path as MplPath
 
     n_edges = len(edges)
     curved = n_edges <= CURVE_LIMIT
     line_width, alpha = (1.3, 0.85) if n_edges <= 300 else (0.6, 0.5) if curved else (0.15, 0.25)
     by_kind: dict[str, list] = {}
-    for w, target, kind in edges:  # a quadratic Bezier per edge, bent by kind; straight lines when many
+    for w, target, kind in edges:
         (x0, y0), (x1, y1) = pos[w], pos[target]
         if curved:
             bend = EDGE_STYLE[kind][1]
@@ -151,6 +167,13 @@ def _circuit_figure(circuit: Circuit, graph: ComponentGraph, title: str | None):
         coll.set_in_layout(False)
         ax.add_collection(coll)
         handles.append(Line2D([], [], color=colour, lw=2, label=f"{label}: {kept_by_kind[kind]}"))
+    return handles
+
+
+def _draw_nodes(ax, g, graph: ComponentGraph, pos) -> list:
+    """The nodes by kind, labelled unless there are many; returns the legend handles."""
+    import networkx as nx
+    from matplotlib.lines import Line2D
 
     n_nodes = g.number_of_nodes()
     size = 420 if n_nodes <= 60 else 160 if n_nodes <= LABEL_LIMIT else 25
@@ -159,6 +182,7 @@ def _circuit_figure(circuit: Circuit, graph: ComponentGraph, title: str | None):
         kind = "embed" if node in graph.embed_names else "output" if node == OUTPUT else (
             "mlp" if node.startswith("m") else "head")
         kinds.setdefault(kind, []).append(node)
+    handles = []
     for kind, nodes in kinds.items():
         colour, marker, label = NODE_STYLE[kind]
         nx.draw_networkx_nodes(g, pos, nodelist=nodes, node_color=colour, node_shape=marker, node_size=size,
@@ -170,7 +194,11 @@ def _circuit_figure(circuit: Circuit, graph: ComponentGraph, title: str | None):
         labels = {n: n.replace("_embeds", "").replace("resid_post", "out") for n in g.nodes}
         for text in nx.draw_networkx_labels(g, pos, labels=labels, font_size=font, ax=ax).values():
             text.set_zorder(3)
+    return handles
 
+
+def _axes(ax, graph: ComponentGraph, pos, rows: int) -> None:
+    """Limits, layer labels on the left, no frame."""
     ax.tick_params(left=False, labelleft=True)  # networkx switched the tick labels off
     xs = [x for x, _ in pos.values()] + [-(graph.n_heads - 1) / 2, (graph.n_heads - 1) / 2]
     ax.set_xlim(min(xs) - 1, max(xs) + 1)
@@ -182,17 +210,6 @@ def _circuit_figure(circuit: Circuit, graph: ComponentGraph, title: str | None):
     ax.set_xticks([])
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
-    name = circuit.model.get("program") or Path(str(circuit.model.get("path", ""))).name or \
-        circuit.model.get("family", "circuit")
-    title = title or (f"{name}: {len(circuit.edges)} of {circuit.total_edges} edges (sparsity"
-                      f" {circuit.sparsity:.4f}), {circuit.ablation} ablation")
-    fig.suptitle(textwrap.fill(title, width=int(width * 13)), x=0.02, ha="left", fontsize=10)
-    if not circuit.edges:
-        ax.text(0.5, 0.5, "empty circuit: no edge kept", transform=ax.transAxes, ha="center", color="#aa0000")
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    # fixed margins (inches) rather than tight_layout, which would render every edge once more
-    fig.subplots_adjust(left=1.0 / width, right=1 - 2.0 / width, bottom=0.3 / height, top=1 - 0.7 / height)
-    return fig
 
 
 # ----- training curves ------------------------------------------------------------------------------------------

@@ -47,57 +47,74 @@ def acdc(model, data: PruneData, ablation: str = "interchange", threshold: float
             gen = torch.Generator().manual_seed(seed)
             rows = torch.randperm(len(data), generator=gen)[:max_examples].sort().values
         evaluator = Evaluator(adapter, data, ablation, batch_size, rows=rows)
-    ev = evaluator
-    z = torch.ones(graph.num_edges, dtype=adapter.dtype, device=adapter.device)
-    tried = torch.zeros(graph.num_edges, dtype=torch.bool)
-    scores = torch.zeros(graph.num_edges, dtype=torch.float64)
-    current = ev.mean_loss(z)
-    trials = 0
-
-    def alive(node: str) -> bool:  # does a writer (or the output) still reach the output through kept edges?
-        if node == OUTPUT:
-            return True
-        return any(z[graph.edge_index[(node, r)]] > 0 for r in readers_of[node])
-
-    readers_of: dict[str, list[str]] = {w: [] for w in graph.writers}
-    for w, r in graph.edges:
-        readers_of[w].append(r)
-    live_cache: dict[str, bool] = {}
-    for group in reversed(graph.groups):
-        for reader in reversed(group.readers):
-            feeds = graph.reader_nodes(reader) or (OUTPUT,)
-            for node in feeds:  # every downstream reader of these nodes has been decided already
-                if node not in live_cache:
-                    live_cache[node] = alive(node)
-            edges = range(group.edge_start + (group.readers.index(reader) + 1) * group.n_writers - 1,
-                          group.edge_start + group.readers.index(reader) * group.n_writers - 1, -1)
-            if not any(live_cache[node] for node in feeds):
-                for e in edges:
-                    z[e] = 0
-                continue
-            for e in edges:
-                z[e] = 0
-                loss = ev.mean_loss(z)
-                trials += 1
-                tried[e] = True
-                scores[e] = loss - current
-                if loss - current < threshold:
-                    current = loss
-                else:
-                    z[e] = 1
-    if tried.any():
-        floor = min(float(scores[tried].min()), 0.0) - 1.0
-        scores[~tried] = floor
-    mask = z.detach().cpu()
-    kept = {graph.edges[i] for i in torch.nonzero(mask > 0.5).flatten().tolist()}
+    search = _Search(evaluator, threshold)
+    search.run()
+    kept = {graph.edges[i] for i in torch.nonzero(search.z.detach().cpu() > 0.5).flatten().tolist()}
     final = prune_dangling(graph, kept, ablation)
     final_mask = torch.zeros(graph.num_edges)
     if final:
         final_mask[graph.index_of(sorted(final))] = 1
-    circuit = circuit_from_mask(graph, final_mask, ev.ablation, method="acdc", threshold=threshold,
-                                loss=current)
+    circuit = circuit_from_mask(graph, final_mask, evaluator.ablation, method="acdc", threshold=threshold,
+                                loss=search.current)
     circuit.dropped_dangling = len(kept) - len(final)
-    return MethodResult("acdc", scores, graph, ev.ablation, circuit=circuit,
+    return MethodResult("acdc", search.scores(), graph, evaluator.ablation, circuit=circuit,
                         seconds=time.perf_counter() - start,
-                        info={"trials": trials, "threshold": threshold, "loss": current,
-                              "examples": sum(len(b) for b in ev.batches)})
+                        info={"trials": search.trials, "threshold": threshold, "loss": search.current,
+                              "examples": sum(len(b) for b in evaluator.batches)})
+
+
+class _Search:
+    """The greedy pass: the current mask `z`, its loss, and the loss increase measured for every tried edge."""
+
+    def __init__(self, evaluator: Evaluator, threshold: float):
+        self.ev, self.threshold, graph = evaluator, threshold, evaluator.graph
+        self.graph = graph
+        self.z = torch.ones(graph.num_edges, dtype=evaluator.adapter.dtype, device=evaluator.adapter.device)
+        self.tried = torch.zeros(graph.num_edges, dtype=torch.bool)
+        self.increase = torch.zeros(graph.num_edges, dtype=torch.float64)
+        self.current = evaluator.mean_loss(self.z)
+        self.trials = 0
+        self.readers_of: dict[str, list[str]] = {w: [] for w in graph.writers}
+        for w, r in graph.edges:
+            self.readers_of[w].append(r)
+
+    def alive(self, node: str) -> bool:
+        """Does a writer (or the output) still reach the output through kept edges?"""
+        if node == OUTPUT:
+            return True
+        return any(self.z[self.graph.edge_index[(node, r)]] > 0 for r in self.readers_of[node])
+
+    def run(self) -> None:
+        graph, live = self.graph, {}
+        for group in reversed(graph.groups):
+            for reader in reversed(group.readers):
+                feeds = graph.reader_nodes(reader) or (OUTPUT,)
+                for node in feeds:  # every downstream reader of these nodes has been decided already
+                    if node not in live:
+                        live[node] = self.alive(node)
+                first = group.edge_start + group.readers.index(reader) * group.n_writers
+                edges = range(first + group.n_writers - 1, first - 1, -1)  # latest writer first
+                if not any(live[node] for node in feeds):
+                    for e in edges:
+                        self.z[e] = 0
+                    continue
+                for e in edges:
+                    self.try_removing(e)
+
+    def try_removing(self, e: int) -> None:
+        self.z[e] = 0
+        loss = self.ev.mean_loss(self.z)
+        self.trials += 1
+        self.tried[e] = True
+        self.increase[e] = loss - self.current
+        if loss - self.current < self.threshold:
+            self.current = loss
+        else:
+            self.z[e] = 1
+
+    def scores(self) -> torch.Tensor:
+        """The loss increase of every tried edge; untried edges below all of them."""
+        scores = self.increase.clone()
+        if self.tried.any():
+            scores[~self.tried] = min(float(scores[self.tried].min()), 0.0) - 1.0
+        return scores

@@ -89,58 +89,67 @@ def estimate(config, batch: int, seq_len: int, dtype: torch.dtype = torch.float3
     of them and one layer gathered at a time; embeddings, unembedding and output projections stay whole.
     Checked against measurement in tests/test_memory_and_scale.py and docs/benchmarks.md.
     """
-    from ..core.engine import READER_CHUNK_BYTES
-    from ..eval.evaluator import CACHE_BYTES
-
     s = config if isinstance(config, Shape) else shape_of(config)
     width = torch.empty((), dtype=dtype).element_size()
-    tokens = batch * seq_len
-    writers = s.n_embeds + s.n_layers * (s.n_heads + 1)
-    readers_per_layer = s.n_heads + 2 * s.n_kv_heads
-    edges = count_edges(s.n_layers, s.n_heads, s.n_kv_heads, s.n_embeds, s.parallel_mlp)
-    residual = tokens * s.d_model
-    head_outputs = tokens * s.n_heads * s.head_dim
+    residual = batch * seq_len * s.d_model
+    head_outputs = batch * seq_len * s.n_heads * s.head_dim
+    parts = {
+        "weights": _weight_bytes(s, width, shards),
+        "delta_stack": (s.n_embeds + s.n_layers * (s.n_heads + 1)) * residual * width,
+        "stack_gradients": 4 * s.n_layers * (head_outputs + residual),
+        "ablated_run": _ablated_bytes(s, batch, seq_len, width, examples),
+        "masks_and_optimizer": 6 * count_edges(s.n_layers, s.n_heads, s.n_kv_heads, s.n_embeds, s.parallel_mlp) * 4,
+        # the masked run unembeds the loss positions only (one per example): logits, float32 log-softmax, gradient
+        "logits": 3 * batch * s.vocab * 4,
+        "layer_working_set": _working_set(s, batch, seq_len, width, checkpoint),
+    }
+    return Estimate(sum(parts.values()), parts)
 
-    # The ablated run's record: per layer the residuals its readers read and the heads' outputs, and the logits.
-    # The trainer keeps the whole dataset's when that fits in CACHE_BYTES, and then copies out each batch's rows.
+
+def _weight_bytes(s: Shape, width: int, shards: int) -> int:
+    weights = parameter_count(s) * width
+    if shards > 1:
+        layers = s.n_layers * sharded_layer_parameters(s) * width
+        weights += layers // shards - layers + sharded_layer_parameters(s) * width
+    return weights
+
+
+def _ablated_bytes(s: Shape, batch: int, seq_len: int, width: int, examples: int | None) -> int:
+    """The ablated run's record: per layer the residuals its readers read and the heads' outputs, and the logits.
+    The evaluator keeps the whole dataset's when that fits in CACHE_BYTES, and then copies out each batch's rows."""
+    from ..eval.evaluator import CACHE_BYTES
+
     record_row = (seq_len * ((s.n_embeds + 3 * s.n_layers + 1) * s.d_model + s.n_layers * s.n_heads * s.head_dim
                              + s.vocab)) * width
     n = batch if examples is None else examples
     cached = n * seq_len * (s.d_model * (s.n_embeds + 4 * s.n_layers + 2)
                             + s.n_layers * s.n_heads * s.head_dim) * 4 <= CACHE_BYTES
-    ablated = record_row * (batch + (n if cached else 0))
+    return record_row * (batch + (n if cached else 0))
 
-    # One layer's working set. The attention readers are mixed a chunk of batch rows at a time (engine): in the
-    # backward a chunk's reader-input gradients (two) and one q/k/v group's norm gradients (float32), the
-    # chunk's attention scores and softmax (float32), q/k/v and their gradients. The MLP: hidden activations and
-    # their gradients, its input and norm and their gradients. The larger of the two is the peak.
+
+def _working_set(s: Shape, batch: int, seq_len: int, width: int, checkpoint: bool) -> int:
+    """One layer's working set with per-layer checkpointing. The attention readers are mixed a chunk of batch rows
+    at a time (engine): in the backward a chunk's reader-input gradients (two) and one q/k/v group's norm
+    gradients (float32), the chunk's attention scores and softmax (float32), q/k/v and their gradients. The MLP:
+    hidden activations and their gradients, its input and norm and their gradients. The larger of the two is the
+    peak. Without checkpointing autograd keeps every layer's activations until the backward, and the peak is where
+    the backward begins (each layer's backward then frees about what it allocates): per layer the reader inputs,
+    the softmax output (float32) and the weights the product with v keeps, the MLP's hidden activations, q/k/v and
+    the rotated q and k."""
+    from ..core.engine import READER_CHUNK_BYTES
+
+    tokens = batch * seq_len
+    readers_per_layer = s.n_heads + 2 * s.n_kv_heads
+    if not checkpoint:
+        return s.n_layers * (readers_per_layer * tokens * s.d_model * width + 2 * batch * s.n_heads * seq_len**2 * 4
+                             + 4 * tokens * s.d_mlp * width + 4 * tokens * s.n_heads * s.head_dim * width)
     rows = max(1, min(batch, READER_CHUNK_BYTES // (readers_per_layer * seq_len * s.d_model * 4)))
     chunk = rows * seq_len * s.d_model
     attention_work = ((2 * readers_per_layer + 4 * s.n_heads) * chunk * 4
                       + 3 * rows * s.n_heads * seq_len**2 * 4
                       + 6 * rows * seq_len * s.n_heads * s.head_dim * width)
-    mlp_work = 6 * tokens * s.d_mlp * width + 4 * residual * width
-    # Without checkpointing autograd keeps every layer's activations until the backward, and the peak is where
-    # the backward begins (each layer's backward then frees about what it allocates): per layer the reader
-    # inputs, the softmax output (float32) and the weights the product with v keeps, the MLP's hidden
-    # activations, q/k/v and the rotated q and k.
-    kept = (readers_per_layer * residual * width + 2 * batch * s.n_heads * seq_len**2 * 4
-            + 4 * tokens * s.d_mlp * width + 4 * head_outputs * width)
-    weights = parameter_count(s) * width
-    if shards > 1:
-        layers = s.n_layers * sharded_layer_parameters(s) * width
-        weights += layers // shards - layers + sharded_layer_parameters(s) * width
-    parts = {
-        "weights": weights,
-        "delta_stack": writers * residual * width,
-        "stack_gradients": 4 * s.n_layers * (head_outputs + residual),
-        "ablated_run": ablated,
-        "masks_and_optimizer": 6 * edges * 4,
-        # the masked run unembeds the loss positions only (one per example): logits, float32 log-softmax, gradient
-        "logits": 3 * batch * s.vocab * 4,
-        "layer_working_set": max(attention_work, mlp_work) if checkpoint else s.n_layers * kept,
-    }
-    return Estimate(sum(parts.values()), parts)
+    mlp_work = 6 * tokens * s.d_mlp * width + 4 * tokens * s.d_model * width
+    return max(attention_work, mlp_work)
 
 
 def measure_cpu_peak(fn) -> tuple[object, int]:

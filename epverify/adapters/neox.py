@@ -1,0 +1,79 @@
+"""GPT-NeoX (GPTNeoXForCausalLM; Pythia)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EpverifyError
+from .hf import HeadWeights, HFAdapter, RotaryMixin, heads_last, linear_out_heads
+
+
+class GPTNeoXAdapter(RotaryMixin, HFAdapter):
+    """GPTNeoXForCausalLM: LayerNorm, fused per-head [q, k, v] projection, partial RoPE, parallel residual."""
+
+    family = "gpt_neox"
+    embed_names = ("embeds",)
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        c = self.config
+        self.n_layers = c.num_hidden_layers
+        self.n_heads = self.n_kv_heads = c.num_attention_heads
+        self.d_model = c.hidden_size
+        self.head_dim = c.hidden_size // c.num_attention_heads
+        self.parallel_mlp = bool(c.use_parallel_residual)
+        self.layers = model.gpt_neox.layers
+        self.rotary_emb = model.gpt_neox.rotary_emb
+        from transformers.models.gpt_neox.modeling_gpt_neox import (
+            apply_rotary_pos_emb,  # handles partial rotary
+        )
+
+        self.apply_rotary = apply_rotary_pos_emb
+
+    def _check_config(self) -> None:
+        c = self.config
+        if c.hidden_size % c.num_attention_heads:
+            raise EpverifyError(
+                f"GPT-NeoX config has hidden_size {c.hidden_size},"
+                f" not divisible by its {c.num_attention_heads} heads"
+            )
+
+    def _attn_norm(self, layer):
+        return self.layers[layer].input_layernorm
+
+    def _mlp_norm(self, layer):
+        return self.layers[layer].post_attention_layernorm
+
+    def _mlp_module(self, layer):
+        return self.layers[layer].mlp
+
+    def _final_norm(self):
+        return self.model.gpt_neox.final_layer_norm
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (1, B, T, d): the token embeddings (positions enter through RoPE)."""
+        return self.model.gpt_neox.embed_in(input_ids)[None]
+
+    def head_weights(self, layer: int) -> HeadWeights:
+        attn = self.layers[layer].attention
+        h, e = self.n_heads, self.head_dim
+        # query_key_value: d -> 3d with output features laid out per head as [q (e), k (e), v (e)]
+        w = attn.query_key_value.weight.view(h, 3, e, -1)  # (H, 3, e, d)
+        b = attn.query_key_value.bias
+        b = None if b is None else b.view(h, 3, e)
+        q, k, v = w[:, 0], w[:, 1], w[:, 2]
+        qb, kb, vb = (None, None, None) if b is None else (b[:, 0], b[:, 1], b[:, 2])
+        return HeadWeights(q, k, v, qb, kb, vb, linear_out_heads(attn.dense, h, e))
+
+    def _qkv_shared(self, layer, x):
+        qkv = self.layers[layer].attention.query_key_value(x)  # (B, T, 3d)
+        qkv = heads_last(qkv, self.n_heads, 3 * self.head_dim)  # (B, H, T, 3e)
+        return qkv.chunk(3, dim=-1)
+
+    def _out_proj_no_bias(self, layer, a):
+        return F.linear(a, self.layers[layer].attention.dense.weight)
+
+    def attention_bias(self, layer: int) -> torch.Tensor | None:
+        return self.layers[layer].attention.dense.bias
