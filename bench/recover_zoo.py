@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,15 +28,26 @@ from epverify.tracr.recover import recover_many  # noqa: E402
 
 
 def _parse_set(items: list[str]) -> dict:
-    types = {f.name: f.type for f in fields(PruneConfig)}
-    out = {}
+    """FIELD=VALUE overrides as a dict for `PruneConfig.from_dict`; `score.FIELD` sets a score estimator field."""
+    defaults = PruneConfig().to_dict()
+    out: dict = {}
     for item in items:
         key, _, value = item.partition("=")
-        if key not in types:
-            raise SystemExit(f"--set {item}: PruneConfig has no field {key!r} (fields: {', '.join(types)})")
-        kind = types[key] if isinstance(types[key], type) else eval(str(types[key]))  # noqa: S307
-        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        section, _, name = key.rpartition(".")
+        table = defaults[section] if section == "score" else defaults if not section else None
+        if table is None or name not in table:
+            raise SystemExit(f"--set {item}: PruneConfig has no field {key!r} (fields: {', '.join(defaults)},"
+                             f" score.{', score.'.join(defaults['score'])})")
+        kind = type(table[name]) if table[name] is not None else int
+        parsed = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        (out.setdefault("score", {}) if section else out)[name] = parsed
     return out
+
+
+def _with(config: PruneConfig, overrides: dict) -> PruneConfig:
+    values = config.to_dict()
+    values["score"] = {**values["score"], **overrides.get("score", {})}
+    return PruneConfig.from_dict({**values, **{k: v for k, v in overrides.items() if k != "score"}})
 
 
 def _listing(label: str, edges: list, limit: int = 8) -> str:
@@ -78,12 +88,12 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     programs = zoo.names() if args.programs == "all" else [p.strip() for p in args.programs.split(",")]
     overrides = _parse_set(args.set)
-    shown = replace(tracr_config(args.ablation), **overrides)
+    shown = _with(tracr_config(args.ablation), overrides)
     config = shown if overrides else None  # None: recover() picks the ablation's defaults itself
     print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
           f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size},"
-          f" samples {shown.score_samples}, gate {shown.score_gate}, temperature {shown.gate_temperature:.3g},"
-          f" edge price ceiling {shown.max_edge_price or 'none'}, hold {shown.score_hold}"
+          f" estimator {shown.estimator}, samples {shown.score.samples}, gate {shown.score.gate}, temperature"
+          f" {shown.gate_temperature:.3g}, edge price ceiling {shown.max_edge_price or 'none'}, hold {shown.score.hold}"
           + (f"; overrides {overrides}" if overrides else "")
           + (f"; output_scale {args.output_scale}" if args.output_scale is not None else ""), flush=True)
     print(f"{'program':18s} {'seed':>4s} {'edges':>6s} {'truth':>5s} {'found':>5s} {'prec':>6s} {'recall':>6s}"

@@ -1,6 +1,7 @@
 """EAP-IG's `Graph` JSON (hannamw/EAP-IG) and MIB's submission layout, both ways.
 
-Names. epverify (DESIGN section 3) and EAP-IG (hannamw/EAP-IG, `eap/graph.py`) name the same components:
+Names. epverify (docs/design.md, "Names and files") and EAP-IG (hannamw/EAP-IG, `eap/graph.py`) name the same
+components:
 
     epverify writer                                 EAP-IG node
     embeddings (tok_embeds, pos_embeds / embeds)    input
