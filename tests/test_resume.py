@@ -56,6 +56,26 @@ def test_resumed_training_equals_uninterrupted(tmp_path, estimator):
     assert full.history == resumed.history
 
 
+def test_a_checkpoint_from_before_the_nested_config_resumes(tmp_path):
+    """Checkpoints written before the score estimator's settings were nested (flat `score_gate`, ...) and before
+    later settings existed resume: a missing field counts as its default, and the run ends where an uninterrupted
+    one does."""
+    model = CompiledModel.load(zoo.ROOT / "hist")
+    adapter, data = wrap(model).adapter, tracr_data(model)
+    config = PruneConfig(**{**TRACR_CONFIG.__dict__, "steps": 20, "warmup_steps": 10})
+    full = prune(adapter, data, config)
+    path = tmp_path / "ck.pt"
+    with pytest.raises(_Stop):
+        prune(adapter, data, config, progress=_stop_at(12), checkpoint_path=path, checkpoint_every=5)
+    state = checkpoint.load(path)
+    old = {k: v for k, v in state["config"].items() if k not in ("score", "max_edge_price", "gate_temperature")}
+    old.update({f"score_{k}": v for k, v in state["config"]["score"].items()})  # the flat form of 2026-11
+    state["config"] = old
+    checkpoint.save(path, {k: v for k, v in state.items() if k != "format"})
+    resumed = prune(adapter, data, config, checkpoint_path=path, checkpoint_every=5, resume=True)
+    assert torch.equal(full.edge_log_alpha, resumed.edge_log_alpha) and full.history == resumed.history
+
+
 def test_resume_refuses_a_different_config_or_dataset(tmp_path):
     model = CompiledModel.load(zoo.ROOT / "hist")
     adapter, data = wrap(model).adapter, tracr_data(model)

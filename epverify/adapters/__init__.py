@@ -17,6 +17,7 @@ from ..errors import EpverifyError
 from .base import Adapter
 
 SUPPORTED = ("gpt2", "llama", "gpt_neox", "qwen2")
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
 
 
 def adapter_class(model_type: str):
@@ -93,10 +94,18 @@ def wrap_pretrained(
     kwargs = {"local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if not any(path.glob(pattern) for pattern in WEIGHT_FILES):
+        raise EpverifyError(f"no weights in {path}: expected model.safetensors (or pytorch_model.bin, or their shards)"
+                            " beside config.json; save the model with model.save_pretrained(path)")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a loading bar on stderr would bury epverify's one-line errors
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except Exception as err:  # safetensors, torch and transformers raise many kinds for a broken file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise EpverifyError(f"cannot read the weights in {path} ({type(err).__name__}: {reason}): the file is"
+                            " incomplete or corrupt; save the model again with save_pretrained") from None
     if device is not None:
         model = model.to(device)
     return wrap(model)

@@ -13,6 +13,7 @@ class GPT2Adapter(HFAdapter):
     """GPT2LMHeadModel: learned positions, LayerNorm, fused Conv1D c_attn (d -> 3d, columns [q | k | v])."""
 
     family = "gpt2"
+    attn_norm_name, mlp_norm_name = "ln_1", "ln_2"
     embed_names = ("tok_embeds", "pos_embeds")
 
     def __init__(self, model: nn.Module):
@@ -22,21 +23,12 @@ class GPT2Adapter(HFAdapter):
         self.n_kv_heads = c.n_head
         self.d_model = c.n_embd
         self.head_dim = c.n_embd // c.n_head
-        self.blocks = model.transformer.h
+        self.layers = model.transformer.h
 
     def _check_config(self) -> None:
         c = self.config
         if c.n_embd % c.n_head:
             raise EpverifyError(f"GPT-2 config has n_embd {c.n_embd} not divisible by n_head {c.n_head}")
-
-    def _attn_norm(self, layer):
-        return self.blocks[layer].ln_1
-
-    def _mlp_norm(self, layer):
-        return self.blocks[layer].ln_2
-
-    def _mlp_module(self, layer):
-        return self.blocks[layer].mlp
 
     def _final_norm(self):
         return self.model.transformer.ln_f
@@ -57,7 +49,7 @@ class GPT2Adapter(HFAdapter):
         return torch.stack([tok, pos])
 
     def head_weights(self, layer: int) -> HeadWeights:
-        attn = self.blocks[layer].attn
+        attn = self.layers[layer].attn
         h, e, d = self.n_heads, self.head_dim, self.d_model
         w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: (d, 3d), x @ w + b
 
@@ -69,12 +61,12 @@ class GPT2Adapter(HFAdapter):
         return HeadWeights(q, k, v, qb, kb, vb, attn.c_proj.weight.view(h, e, d))
 
     def _qkv_shared(self, layer, x):
-        q, k, v = self.blocks[layer].attn.c_attn(x).split(self.d_model, dim=-1)
+        q, k, v = self.layers[layer].attn.c_attn(x).split(self.d_model, dim=-1)
         h, e = self.n_heads, self.head_dim
         return heads_last(q, h, e), heads_last(k, h, e), heads_last(v, h, e)
 
     def _out_proj_no_bias(self, layer, a):
-        return a @ self.blocks[layer].attn.c_proj.weight
+        return a @ self.layers[layer].attn.c_proj.weight
 
     def attention_bias(self, layer: int) -> torch.Tensor | None:
-        return self.blocks[layer].attn.c_proj.bias
+        return self.layers[layer].attn.c_proj.bias

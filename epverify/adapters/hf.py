@@ -57,7 +57,7 @@ def heads_last(x: torch.Tensor, n: int, e: int) -> torch.Tensor:
 class HFAdapter(Adapter):
     """What the Hugging Face families share: pre-norm blocks, causal softmax attention, per-head projections.
 
-    A family says where its modules are (`_attn_norm`, `_mlp_norm`, `_mlp_module`, `_final_norm`),
+    A family says where its modules are (its decoder `layers`, the names of their norms and MLP, `_final_norm`),
     gives per-head weight views (`head_weights`), the output projection's bias, the projection of a shared
     input with the model's own modules (`_qkv_shared`, the fast path of unmasked runs), and its position
     encoding.
@@ -78,14 +78,19 @@ class HFAdapter(Adapter):
         """Raise an EpverifyError for config options the adapter does not reproduce."""
 
     # ----- where the family keeps things --------------------------------------------------------------------
+    # Names of a decoder layer's attention pre-norm, MLP pre-norm and MLP (Llama's layout unless a family says
+    # otherwise); `self.layers` is the model's list of decoder layers.
+    attn_norm_name, mlp_norm_name, mlp_name = "input_layernorm", "post_attention_layernorm", "mlp"
+    layers: nn.ModuleList
+
     def _attn_norm(self, layer: int) -> nn.Module:
-        raise NotImplementedError
+        return getattr(self.layers[layer], self.attn_norm_name)
 
     def _mlp_norm(self, layer: int) -> nn.Module:
-        raise NotImplementedError
+        return getattr(self.layers[layer], self.mlp_norm_name)
 
     def _mlp_module(self, layer: int) -> nn.Module:
-        raise NotImplementedError
+        return getattr(self.layers[layer], self.mlp_name)
 
     def _final_norm(self) -> nn.Module:
         raise NotImplementedError

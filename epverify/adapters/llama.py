@@ -43,15 +43,6 @@ class LlamaAdapter(RotaryMixin, HFAdapter):
                 f" not a multiple of its {kv} key/value heads"
             )
 
-    def _attn_norm(self, layer):
-        return self.layers[layer].input_layernorm
-
-    def _mlp_norm(self, layer):
-        return self.layers[layer].post_attention_layernorm
-
-    def _mlp_module(self, layer):
-        return self.layers[layer].mlp
-
     def _final_norm(self):
         return self.model.model.norm
 

@@ -40,15 +40,6 @@ class GPTNeoXAdapter(RotaryMixin, HFAdapter):
                 f" not divisible by its {c.num_attention_heads} heads"
             )
 
-    def _attn_norm(self, layer):
-        return self.layers[layer].input_layernorm
-
-    def _mlp_norm(self, layer):
-        return self.layers[layer].post_attention_layernorm
-
-    def _mlp_module(self, layer):
-        return self.layers[layer].mlp
-
     def _final_norm(self):
         return self.model.gpt_neox.final_layer_norm
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import EpverifyError
 from .command import Command
-from .options import Option
+from .options import CIRCUIT_FILE, Option
 
 
 def cmd_draw(settings) -> int:
@@ -29,7 +29,7 @@ COMMAND = Command(
     "Draw a circuit: embeddings on the bottom row, each layer's heads and MLP above, the output on top; edges"
     " coloured by the input they enter (query, key, value, MLP, output). Reads epverify's circuit JSON or an EAP-IG"
     " Graph JSON.",
-    (Option("circuit", "circuit file: epverify's circuit.json or an EAP-IG Graph JSON", positional=True),
+    (CIRCUIT_FILE,
      Option("out", "output path without suffix (default: the circuit file's path without .json)", metavar="PREFIX"),
      Option("format", "comma-separated formats: png, svg, pdf", "png,svg")),
     cmd_draw,

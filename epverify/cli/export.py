@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import EpverifyError
 from .command import Command
-from .options import Option
+from .options import CIRCUIT_FILE, Option
 
 TARGETS = ("graphml", "eap-ig", "mib", "epverify")
 
@@ -47,7 +47,7 @@ COMMAND = Command(
     "Write a circuit for other tools: GraphML (networkx; q/k/v inputs as nodes), EAP-IG's Graph JSON (loads with"
     " eap.graph.Graph.from_json), MIB's edge-importance submission (OUT/{task}_{model}/importances.json) or"
     " epverify's own circuit JSON (e.g. from an EAP-IG file). Reads epverify's circuit JSON or an EAP-IG Graph JSON.",
-    (Option("circuit", "circuit file: epverify's circuit.json or an EAP-IG Graph JSON", positional=True),
+    (CIRCUIT_FILE,
      Option("to", "output format", choices=TARGETS),
      Option("out", "output file (for mib: the submission directory)", metavar="PATH"),
      Option("task", "mib only: the task's name in MIB's folder name, e.g. ioi"),

@@ -35,6 +35,8 @@ class Option:
 
 DEFAULTS = PruneConfig()
 
+CIRCUIT_FILE = Option("circuit", "circuit file: epverify's circuit.json or an EAP-IG Graph JSON", positional=True)
+
 MODEL = Option("model", "local checkpoint directory (config, weights, tokenizer) written by save_pretrained")
 
 TASK = (

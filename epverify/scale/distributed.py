@@ -235,7 +235,7 @@ def setup(settings: LaunchSettings | None = None) -> Parallel:
 
 # ----- sharded frozen weights ------------------------------------------------------------------------------------
 def _layer_modules(adapter) -> list[nn.Module]:
-    modules = getattr(adapter, "layers", None) or getattr(adapter, "blocks", None)
+    modules = getattr(adapter, "layers", None)
     if modules is None or len(modules) != adapter.n_layers:
         raise EpverifyError(f"{type(adapter).__name__} has no per-layer modules to shard: FSDP sharding needs a "
                             "Hugging Face model (GPT-2, Llama, GPT-NeoX, Qwen2); use a config without FSDP")
