@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from epverify.adapters.tracr import TracrAdapter  # noqa: E402
-from epverify.eval.curves import auc, faithfulness_curve, precision_recall, truth_mask  # noqa: E402
+from epverify.eval.compare import precision_recall, roc_auc, truth_mask  # noqa: E402
+from epverify.eval.curves import faithfulness_curve  # noqa: E402
 from epverify.eval.evaluator import Evaluator  # noqa: E402
 from epverify.methods import acdc, eap, eap_ig, edge_pruning  # noqa: E402
 from epverify.tracr import load as load_program  # noqa: E402
-from epverify.tracr.policy import tracr_config, tracr_data  # noqa: E402
+from epverify.tracr.policy import edge_pruning_options, tracr_data  # noqa: E402
 from epverify.trained import induction  # noqa: E402
 
 DEFAULT_PROGRAMS = ("reverse,xproportion,hist,sort_unique,sort,sort_freq,pair_balance,count_less_freq,"
@@ -49,28 +50,28 @@ METHODS = ("edge-pruning", "eap", "eap-ig", "acdc")
 
 
 def load_target(name: str, ablation: str, quick: bool):
-    """(adapter, data, truth edges, truth label, Edge Pruning config) of a zoo program or `induction`."""
+    """(adapter, data, truth edges, truth label, Edge Pruning's options) of a zoo program or `induction`."""
     if name == "induction":
         masked, meta = induction.load()
         data = induction.data(meta, 64 if quick else 256, seed=1)
         config = induction.PRUNE_CONFIG
         if quick:
             config = replace(config, steps=100, warmup_steps=50)
-        return masked.adapter, data, [tuple(e) for e in meta["reference_circuit"]], "reference", config
+        return masked.adapter, data, [tuple(e) for e in meta["reference_circuit"]], "reference", {"config": config}
     model = load_program(name)
     if ablation not in model.ground_truth:
         raise SystemExit(f"{name} has no ground truth for {ablation} ablation (shipped: "
                          f"{', '.join(model.ground_truth)}); choose another --ablation")
-    config = tracr_config(ablation)
+    options = edge_pruning_options(ablation)  # the compiled programs' preset and the redundancy pass
     if quick:
-        config = replace(config, steps=100, warmup_steps=50)
+        options["config"] = replace(options["config"], steps=100, warmup_steps=50)
     truth = [tuple(e) for e in model.ground_truth[ablation]["edges"]]
-    return TracrAdapter(model), tracr_data(model), truth, "truth", config
+    return TracrAdapter(model), tracr_data(model), truth, "truth", options
 
 
-def run_method(name: str, adapter, data, ablation: str, ev: Evaluator, config, args):
+def run_method(name: str, adapter, data, ablation: str, ev: Evaluator, options: dict, args):
     if name == "edge-pruning":
-        return edge_pruning(adapter, data, ablation, config=config, seed=args.seed)
+        return edge_pruning(adapter, data, ablation, seed=args.seed, **options)
     if name == "eap":
         return eap(adapter, data, ablation, evaluator=ev)
     if name == "eap-ig":
@@ -79,7 +80,7 @@ def run_method(name: str, adapter, data, ablation: str, ev: Evaluator, config, a
 
 
 def compare(name: str, args) -> list[dict]:
-    adapter, data, truth, truth_kind, config = load_target(name, args.ablation, args.quick)
+    adapter, data, truth, truth_kind, options = load_target(name, args.ablation, args.quick)
     graph = adapter.graph
     ev = Evaluator(adapter, data, args.ablation)
     truth_set = set(truth)
@@ -87,7 +88,7 @@ def compare(name: str, args) -> list[dict]:
     key = tuple(induction.load_meta()["key_edge"]) if name == "induction" else None
     rows, baseline = [], None
     for method in args.methods:
-        result = run_method(method, adapter, data, args.ablation, ev, config, args)
+        result = run_method(method, adapter, data, args.ablation, ev, options, args)
         if method == "edge-pruning":
             baseline = result.seconds
         found = result.circuit if result.circuit is not None else result.top(len(truth))
@@ -97,7 +98,7 @@ def compare(name: str, args) -> list[dict]:
         rows.append({
             "model": name, "method": method, "edges": graph.num_edges, "truth": len(truth),
             "truth_kind": truth_kind, "found": len(found.edges), "score_only": result.circuit is None,
-            "precision": precision, "recall": recall, "auc": auc(result.scores, mask),
+            "precision": precision, "recall": recall, "auc": roc_auc(result.scores, mask),
             "loss_at_truth": matched[ev.loss_name], "loss_name": ev.loss_name,
             "acc_at_truth": matched["accuracy"], "cpr": curve.cpr(), "cmd": curve.cmd(),
             "seconds": result.seconds, "x_ep": None if baseline is None else result.seconds / baseline,
