@@ -1,51 +1,43 @@
-"""Edge Pruning of a Hugging Face model on a task: task -> adapter -> engine -> trainer -> circuit -> metrics."""
+"""A Hugging Face checkpoint pruned on a task, end to end: load, encode, prune, extract, evaluate, write.
+
+The run's directory (docs/design.md, "Names and files"): `run.toml` and `checkpoint.pt` are the live state of the
+run, written as it goes; its results (`metrics.json`, the drawings and, last, `circuit.json`) are written into a
+staging directory and moved over the old ones only when all are complete (`epverify.io.outputs`), so a run that
+fails or is interrupted leaves the results it found as they were.
+"""
 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from .errors import EpverifyError
-from .eval.checks import flag_empty
+from .eval.checks import flag_empty, flag_sparsity
 from .eval.evaluator import Evaluator
-from .io import atomic, checkpoint
+from .io import checkpoint
 from .io.circuit import Circuit
 from .io.export import mask_scores
+from .io.outputs import Outputs
 from .scale import distributed
 from .tasks import get_task
+from .tasks.tokenizer import load_tokenizer
 from .train import PruneConfig, prune
 
 # circuit.json carries every edge's score (sigmoid of its log-alpha; MIB and EAP-IG exports rank by it) up to this
 # many edges (GPT-2 small: 32,936, about 1 MB); larger graphs keep their log-alphas in checkpoint.pt only.
 SCORED_EDGES = 200_000
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+RESULTS = ("metrics.json", "circuit.png", "circuit.svg", "training.png", "circuit.json")  # committed in this order
 
 
-def load_tokenizer(path: str | Path):
-    """The tokenizer saved beside a local checkpoint."""
-    from transformers import AutoTokenizer
-
-    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in TOKENIZER_FILES):
-        raise EpverifyError(f"no tokenizer files in {path} (looked for {', '.join(TOKENIZER_FILES)}): save the"
-                            " tokenizer beside the model with tokenizer.save_pretrained(path)")
-    try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise EpverifyError(
-            f"no tokenizer could be loaded from {path} ({str(err).splitlines()[0]}): save the tokenizer beside the"
-            " model with tokenizer.save_pretrained(path)"
-        ) from None
-
-
-OUTPUTS = ("circuit.json", "metrics.json", "circuit.png", "circuit.svg", "training.png")  # circuit.json last
-
-
-def check_out_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+def check_run_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Refuse an --out that would lose work: a finished run (circuit.json) or an unfinished one (a checkpoint) is
-    never replaced without `overwrite`. Changes nothing on disk."""
+    never replaced without `overwrite`; a resumed run's checkpoint must be readable. Changes nothing on disk."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise EpverifyError(f"--out {out} is a file: give a directory for the run's outputs")
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        raise EpverifyError(f"--out {out} lies under a file: give a directory for the run's outputs")
     finished = (out / "circuit.json").exists()
     if resume:
         if finished and not overwrite:
@@ -54,18 +46,12 @@ def check_out_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = F
         if not (out / checkpoint.FILENAME).is_file():
             raise EpverifyError(f"no checkpoint in {out}: the run stopped before its first checkpoint (written every"
                                 " --checkpoint-every steps); start it again with --overwrite")
+        checkpoint.load(out / checkpoint.FILENAME)  # unreadable: one line now, before anything is loaded or written
     elif not overwrite and (finished or (out / checkpoint.FILENAME).exists()):
         what = "a finished run (circuit.json)" if finished else "an unfinished run (checkpoint.pt)"
         hint = "" if finished else f", --resume {out} to continue it,"
         raise EpverifyError(f"{out} already holds {what}: choose another --out{hint} or pass --overwrite")
     return out
-
-
-def clear_out_dir(out: Path, resume: bool) -> None:
-    """Remove the outputs a new (or resumed) run will write, so none of an older run's is mistaken for its own."""
-    for name in (*OUTPUTS, *(() if resume else (checkpoint.FILENAME,))):
-        (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def encode_task(masked, model_path: str | Path, task, n_examples: int, seed: int):
@@ -84,52 +70,74 @@ def encode_task(masked, model_path: str | Path, task, n_examples: int, seed: int
     return encoded
 
 
+def check_examples(encoded, min_examples: int | None) -> None:
+    """Stop when fewer examples survived encoding than `min_examples` (default: half of those asked for)."""
+    used, needed = len(encoded.examples), min_examples
+    if needed is None:
+        needed = -(-encoded.requested // 2)
+    if used < needed:
+        raise EpverifyError(f"only {encoded.summary().removeprefix('examples: ')}; {encoded.fix()}; or ask for"
+                            f" more with --examples, or prune on these anyway with --min-examples {used}")
+
+
 def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, out_dir: str | Path,
                   n_examples: int = 256, task_options: dict | None = None, progress=None,
-                  checkpoint_every: int = 0, resume: bool = False, draw: bool = True, on_ready=None) -> Circuit:
-    """Prune a local checkpoint on a task and write the run's outputs into out_dir: metrics.json, the drawings
-    (circuit.png, circuit.svg, training.png) and, last, circuit.json, so a directory with circuit.json holds a
-    finished run. Training state goes to out_dir/checkpoint.pt every `checkpoint_every` steps; `resume`
-    continues from it. `on_ready()` is called once the model, tokenizer and examples are loaded and checked, before
-    anything is written. Returns the circuit (metrics filled in). An empty circuit is flagged (`metrics["empty"]`)
-    and warned about."""
+                  checkpoint_every: int = 0, resume: bool = False, draw: bool = True, on_ready=None,
+                  min_examples: int | None = None) -> Circuit:
+    """Prune a local checkpoint on a task and write the run into out_dir (module docstring). `on_ready()` is called
+    once the model, tokenizer and examples are loaded and checked, before anything is written. Returns the circuit
+    (metrics filled in). An empty circuit, and a sparsity far from a target below 1, are warned about."""
     config.validate()
-    out = check_out_dir(out_dir, resume=resume, overwrite=True)
+    out = check_run_dir(out_dir, resume=resume, overwrite=True)
     task = get_task(task_name, **(task_options or {}))
     parallel = distributed.setup()  # one process, unless started by `accelerate launch` (see docs/scale.md)
     config = parallel.adjust(config)
-    masked = parallel.wrap_pretrained(model_path)
-    encoded = encode_task(masked, model_path, task, n_examples, config.seed)
-    data = encoded.data.to(parallel.device)
-    if on_ready is not None:
-        on_ready()
-    result = prune(masked.adapter, data, config, progress=progress if parallel.is_main else None,
-                   checkpoint_path=out / checkpoint.FILENAME, checkpoint_every=checkpoint_every, resume=resume,
-                   parallel=parallel)
-    scores = mask_scores(masked.graph, result.edge_log_alpha) if masked.graph.num_edges <= SCORED_EDGES else {}
-    circuit = Circuit.from_masks(masked.graph, result.edge_log_alpha, result.node_log_alpha,
-                                 model={**masked.adapter.summary(), "path": str(model_path)},
-                                 ablation=config.ablation, scores=scores)
-    empty = flag_empty(circuit, config.target_sparsity, context=f"{task_name} on {model_path}")
-    # every process evaluates (sharded weights need them all), with no more rows at once than in training
-    evaluator = Evaluator(masked, data, config.ablation, parallel.share_size(config.batch_size), task=task)
-    circuit.metrics = {**evaluator.evaluate(circuit.mask(masked.graph)), "edges": len(circuit.edges),
-                       "sparsity": circuit.sparsity, "dropped_dangling": circuit.dropped_dangling,
-                       "examples": len(data), "dropped_pairs": encoded.dropped, "seconds": result.seconds,
-                       "empty": empty}
-    if parallel.is_main:  # process 0 writes
-        _write_outputs(out, circuit, result, task_name, config, draw)
+    with Outputs(out) if parallel.is_main else nullcontext() as outputs:  # locked: one command writes `out`
+        masked = parallel.wrap_pretrained(model_path)
+        encoded = encode_task(masked, model_path, task, n_examples, config.seed)
+        if parallel.is_main:
+            print(encoded.summary(), flush=True)
+        check_examples(encoded, min_examples)
+        data = encoded.data.to(parallel.device)
+        if on_ready is not None:
+            on_ready()
+        result = prune(masked.adapter, data, config, progress=progress if parallel.is_main else None,
+                       checkpoint_path=out / checkpoint.FILENAME, checkpoint_every=checkpoint_every, resume=resume,
+                       parallel=parallel)
+        circuit = _extract(masked, result, config, f"{task_name} on {model_path}", str(model_path))
+        # every process evaluates (sharded weights need them all), with no more rows at once than in training
+        evaluator = Evaluator(masked, data, config.ablation, parallel.share_size(config.batch_size), task=task)
+        circuit.metrics.update({**evaluator.evaluate(circuit.mask(masked.graph)), "edges": len(circuit.edges),
+                                "sparsity": circuit.sparsity, "dropped_dangling": circuit.dropped_dangling,
+                                "examples": len(data), "dropped_pairs": encoded.dropped,
+                                "dropped_by_cause": encoded.dropped_by_cause, "seconds": result.seconds})
+        if parallel.is_main:
+            _write_results(outputs, circuit, result, task_name, config, draw)
     return circuit
 
 
-def _write_outputs(out: Path, circuit: Circuit, result, task_name: str, config: PruneConfig, draw: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "metrics.json", json.dumps({"task": task_name, "config": config.to_dict(),
-                                                        **circuit.metrics, "history": result.history}, indent=1)
-                      + "\n")
+def _extract(masked, result, config: PruneConfig, context: str, path: str) -> Circuit:
+    """The circuit of the trained masks, flagged when it is empty or far from its target sparsity."""
+    graph = masked.graph
+    scores = mask_scores(graph, result.edge_log_alpha) if graph.num_edges <= SCORED_EDGES else {}
+    circuit = Circuit.from_masks(graph, result.edge_log_alpha, result.node_log_alpha,
+                                 model={**masked.adapter.summary(), "path": path}, ablation=config.ablation,
+                                 scores=scores)
+    flag_empty(circuit, config.target_sparsity, context=context)
+    flag_sparsity(circuit, result.history, config.target_sparsity, context=context)
+    return circuit
+
+
+def _write_results(outputs: Outputs, circuit: Circuit, result, task_name: str, config: PruneConfig,
+                   draw: bool) -> None:
+    from .io import atomic
+
+    record = {"task": task_name, "config": config.to_dict(), **circuit.metrics, "history": result.history}
+    atomic.write_text(outputs.path("metrics.json"), json.dumps(record, indent=1) + "\n")
     if draw:
         from .io.draw import draw_circuit, plot_history
 
-        draw_circuit(circuit, out / "circuit")
-        plot_history(result.history, out / "training.png")
-    circuit.to_json(out / "circuit.json")  # last: its presence marks a finished run
+        draw_circuit(circuit, outputs.path("circuit"))
+        plot_history(result.history, outputs.path("training.png"))
+    circuit.to_json(outputs.path("circuit.json"))
+    outputs.commit(list(RESULTS), stale=RESULTS)  # circuit.json last: its presence marks a finished run

@@ -423,7 +423,7 @@ def test_max_length_error():
     examples = task.examples(4, seed=0)
     longest = max(len(tokenizer.encode(e.clean)) for e in examples)
     assert task.encode(tokenizer, examples, max_length=longest).data.input_ids.shape[1] == longest
-    with pytest.raises(TaskError, match=rf"is \d+ tokens, longer than max_length={longest - 1}"):
+    with pytest.raises(TaskError, match=rf"is \d+ tokens, longer than the {longest - 1} positions"):
         task.encode(tokenizer, examples, max_length=longest - 1)
 
 

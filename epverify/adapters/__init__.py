@@ -94,7 +94,7 @@ def wrap_pretrained(
     kwargs = {"local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if not any(path.glob(pattern) for pattern in WEIGHT_FILES):
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
         raise EpverifyError(f"no weights in {path}: expected model.safetensors (or pytorch_model.bin, or their shards)"
                             " beside config.json; save the model with model.save_pretrained(path)")
     from transformers.utils import logging as hf_logging

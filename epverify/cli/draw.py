@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import EpverifyError
+from ..io.outputs import check_not_input
 from .command import Command
 from .options import CIRCUIT_FILE, Option
 
@@ -19,6 +20,8 @@ def cmd_draw(settings) -> int:
     formats = [f for f in str(settings.format).split(",") if f.strip()]
     if not formats:
         raise EpverifyError("--format is empty: give png, svg or pdf, comma-separated")
+    for fmt in formats:
+        check_not_input(f"{prefix}.{fmt.strip()}", settings.circuit)
     written = draw_circuit(circuit, prefix, formats)
     print(f"drew {len(circuit.edges)} of {circuit.total_edges} edges: " + ", ".join(map(str, written)))
     return 0

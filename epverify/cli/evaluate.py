@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..core.engine import ABLATIONS
 from ..errors import EpverifyError
-from ..io import atomic
+from ..io.outputs import check_not_input, write_new
 from .command import Command
-from .options import DEFAULTS, MODEL, TASK, Option, task_options
+from .options import DEFAULTS, MODEL, TASK, Option, check_task_settings, task_options
 
 REQUIRED = ("model", "task", "circuit")
 
@@ -34,11 +34,13 @@ def cmd_evaluate(settings) -> int:
     missing = [f"--{name}" for name in REQUIRED if getattr(settings, name) is None]
     if missing:
         raise EpverifyError(f"missing {', '.join(missing)}: give them on the command line or in the --config file")
-    if settings.examples < 1 or settings.batch_size < 1:
-        raise EpverifyError("--examples and --batch-size must be at least 1")
+    if settings.batch_size < 1:
+        raise EpverifyError(f"--batch-size {settings.batch_size}: give at least 1")
+    check_task_settings(settings)
     task = get_task(settings.task, **task_options(settings))
-    if not Path(settings.circuit).is_file():
-        raise EpverifyError(f"circuit file {settings.circuit} does not exist")
+    check_circuit_file(settings.circuit)
+    if settings.json:
+        check_not_input(settings.json, settings.circuit, settings.data, settings.model)
     masked = wrap_pretrained(settings.model)
     circuit, kind = read_circuit_file(settings.circuit, masked.graph, d_model=masked.adapter.d_model)
     ablation = settings.ablation or circuit.ablation
@@ -47,6 +49,7 @@ def cmd_evaluate(settings) -> int:
               " metrics below are those of the empty circuit", file=sys.stderr)
 
     encoded = encode_task(masked, settings.model, task, settings.examples, settings.seed)
+    print(encoded.summary())
     data = encoded.data
     evaluator = Evaluator(masked, data, ablation, settings.batch_size, task=task)
     metrics = evaluator.evaluate(circuit.mask(masked.graph))
@@ -54,17 +57,26 @@ def cmd_evaluate(settings) -> int:
     metrics.update({"full_model_accuracy": full["accuracy"], "full_model_logit_diff": full["logit_diff"]})
 
     print(f"circuit {settings.circuit} ({kind}): {len(circuit.edges)} of {circuit.total_edges} edges (sparsity"
-          f" {circuit.sparsity:.4f}); {settings.task} on {settings.model}, {len(data)} examples"
-          + (f" ({encoded.dropped} pairs dropped)" if encoded.dropped else "") + f", {ablation} ablation")
+          f" {circuit.sparsity:.4f}); {settings.task} on {settings.model}, {len(data)} examples, {ablation} ablation")
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if settings.json:
         report = {"circuit": str(settings.circuit), "circuit_format": kind, "model": str(settings.model),
-                  "task": settings.task,
-                  "ablation": ablation, "edges": len(circuit.edges), "total_edges": circuit.total_edges,
-                  "sparsity": circuit.sparsity, "examples": len(data), "dropped_pairs": encoded.dropped,
-                  **metrics}
-        atomic.write_text(settings.json, json.dumps(report, indent=1) + "\n")
+                  "task": settings.task, "ablation": ablation, "edges": len(circuit.edges),
+                  "total_edges": circuit.total_edges, "sparsity": circuit.sparsity, "examples": len(data),
+                  "dropped_pairs": encoded.dropped, "dropped_by_cause": encoded.dropped_by_cause, **metrics}
+        write_new(settings.json, lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"))
     return 0
+
+
+def check_circuit_file(path) -> None:
+    """A circuit file given on the command line exists and is a file (a run's directory names its circuit.json)."""
+    path = Path(path)
+    if path.is_dir():
+        hint = f": give {path / 'circuit.json'}" if (path / "circuit.json").is_file() else \
+            ": give the circuit file (circuit.json) a run wrote"
+        raise EpverifyError(f"{path} is a directory, not a circuit file{hint}")
+    if not path.is_file():
+        raise EpverifyError(f"circuit file {path} does not exist")
 
 
 COMMAND = Command(

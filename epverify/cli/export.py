@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EpverifyError
+from ..io.outputs import check_not_input
 from .command import Command
 from .options import CIRCUIT_FILE, Option
 
@@ -19,6 +20,7 @@ def cmd_export(settings) -> int:
     if missing:
         raise EpverifyError(f"missing {', '.join(missing)}: e.g. epverify export circuit.json --to eap-ig"
                             " --out circuit.eap.json")
+    check_not_input(settings.out, settings.circuit)
     circuit = export.load_circuit(settings.circuit)
     if settings.to == "graphml":
         path = export.write_graphml(circuit, settings.out)

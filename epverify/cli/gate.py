@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from ..io.outputs import check_not_input, write_new
 from .command import Command
 from .options import Option
 
@@ -26,6 +26,8 @@ def run(settings) -> int:
         run_line,
     )
 
+    if settings.json:
+        check_not_input(settings.json, settings.config)
     config = load_config(settings.config)
     total = len(config.programs) * len(config.ablations) * len(config.seeds)
     print(f"gate {config.name} ({settings.config}): {_count(config.programs, 'program')} x "
@@ -44,9 +46,8 @@ def run(settings) -> int:
     else:
         print(f"gate {config.name} PASSED: all {len(results)} checks")
     if settings.json:
-        out = Path(settings.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report_json(config, runs, results), indent=1) + "\n")
+        text = json.dumps(report_json(config, runs, results), indent=1) + "\n"
+        write_new(settings.json, lambda tmp: tmp.write_text(text), inputs=[settings.config])
     return 1 if failed else 0
 
 

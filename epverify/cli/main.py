@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     except EpverifyError as err:
         print(f"epverify: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file the command reads or writes, not caught closer to where it happened
+        where = f" {err.filename}" if err.filename else ""
+        print(f"epverify: error: cannot use{where}: {err.strerror or err}; check the path and the disk",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("epverify: interrupted", file=sys.stderr)
         return 130

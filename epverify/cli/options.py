@@ -63,6 +63,8 @@ TRAINING = (
 )
 
 RUN = (
+    Option("min_examples", "prune even when only this many examples survive encoding (default: half of --examples)",
+           type=int),
     Option("out", "output directory; required"),
     Option("checkpoint_every", "write OUT/checkpoint.pt every N steps (0: never)", 100, int),
     Option("resume", "continue the run in DIR from its last checkpoint, with the config it saved", metavar="DIR",
@@ -74,6 +76,21 @@ RUN = (
 
 CONFIG = Option("config", "read any of these flags from a TOML file (flags given here win)", metavar="FILE.toml",
                 in_config=False)
+
+
+def check_task_settings(settings) -> None:
+    """The task exists, takes the options given, and --data goes with the jsonl task (one line each)."""
+    from ..errors import EpverifyError
+    from ..tasks import get_task
+
+    if settings.task == "jsonl" and not settings.data:
+        raise EpverifyError("the jsonl task reads its examples from a file: pass --data FILE.jsonl")
+    if settings.data and settings.task not in ("jsonl", None):
+        raise EpverifyError(f"--data is for the jsonl task; {settings.task!r} makes its own examples: drop --data, or"
+                            " use --task jsonl --data FILE.jsonl")
+    if settings.examples < 1:
+        raise EpverifyError(f"--examples {settings.examples}: ask for at least 1 example")
+    get_task(settings.task, **task_options(settings))  # unknown task or option: fail early
 
 
 def task_options(settings) -> dict:

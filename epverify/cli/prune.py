@@ -7,9 +7,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import EpverifyError
+from ..io.outputs import check_not_input
 from .command import Command, resolve
 from .config import config_values, read_toml, toml_value, write_toml
-from .options import MODEL, RUN, TASK, TRAINING, task_options
+from .options import MODEL, RUN, TASK, TRAINING, check_task_settings, task_options
 
 RUN_CONFIG = "run.toml"  # the resolved config of a prune run, saved in its --out directory
 REQUIRED = ("model", "task", "out")
@@ -46,28 +47,34 @@ def check_settings(settings) -> None:
     if missing:
         raise EpverifyError("missing " + ", ".join(f"--{m}" for m in missing) + ": give them on the command line or"
                             " in the --config file (e.g. model = \"path/to/checkpoint\")")
-    from ..tasks import get_task
-
-    if settings.task == "jsonl" and not settings.data:
-        raise EpverifyError("the jsonl task reads its examples from a file: pass --data FILE.jsonl")
-    get_task(settings.task, **task_options(settings))  # unknown task or option: fail early
+    check_task_settings(settings)
     if settings.checkpoint_every < 0:
         raise EpverifyError(f"--checkpoint-every {settings.checkpoint_every}: give a number of steps, or 0 for none")
+    if settings.batch_size > settings.examples:
+        raise EpverifyError(f"--batch-size {settings.batch_size} is larger than the {settings.examples} examples"
+                            " (--examples): every step would see the same rows; lower --batch-size or ask for more"
+                            " examples")
+    if settings.min_examples is not None and settings.min_examples < 1:
+        raise EpverifyError(f"--min-examples {settings.min_examples}: give a number of examples of at least 1")
+    check_not_input(settings.out, settings.model)
 
 
 def run(settings) -> int:
     from ..io.progress import TrainingProgress
-    from ..pipeline import check_out_dir, clear_out_dir, prune_on_task
+    from ..pipeline import check_run_dir, prune_on_task
     from ..scale.distributed import is_main_process, quiet_unless_main
+    from ..train.loop import Interrupted
 
     quiet_unless_main()  # under `accelerate launch` with several processes, process 0 prints and writes
     resume = bool(settings.resume)
     if resume:
         settings = _resumed(settings)
     check_settings(settings)
+    settings.model = _absolute(settings.model)  # run.toml then resumes from any directory
+    settings.data = _absolute(settings.data)
     config = prune_config(settings)
     settings.warmup_steps = config.warmup_steps
-    out = check_out_dir(settings.out, resume=resume, overwrite=settings.overwrite)
+    out = check_run_dir(settings.out, resume=resume, overwrite=settings.overwrite)
     resolved = {o.name: getattr(settings, o.name) for o in COMMAND.options
                 if o.in_config and getattr(settings, o.name) is not None}
     print(("resuming " if resume else "") + "epverify prune with:")
@@ -78,19 +85,29 @@ def run(settings) -> int:
     def ready():  # model, tokenizer and data checked: only now touch --out
         if not is_main_process():
             return
-        clear_out_dir(out, resume=resume)
-        if not resume:
-            write_toml(out / RUN_CONFIG, resolved, "epverify prune: the resolved configuration of this run (reuse"
-                                                   " with --config)")
+        write_toml(out / RUN_CONFIG, resolved, "epverify prune: the resolved configuration of this run (reuse"
+                                               " with --config)")
         print(f"config saved in {out / RUN_CONFIG}", flush=True)
 
     progress = None if settings.quiet else TrainingProgress(config.steps)
-    circuit = prune_on_task(settings.model, settings.task, config, out, n_examples=settings.examples,
-                            task_options=task_options(settings), progress=progress,
-                            checkpoint_every=settings.checkpoint_every, resume=resume, draw=not settings.no_draw,
-                            on_ready=ready)
+    try:
+        circuit = prune_on_task(settings.model, settings.task, config, out, n_examples=settings.examples,
+                                task_options=task_options(settings), progress=progress,
+                                checkpoint_every=settings.checkpoint_every, resume=resume, draw=not settings.no_draw,
+                                on_ready=ready, min_examples=settings.min_examples)
+    except Interrupted as err:
+        if progress is not None:
+            progress.close()
+        resume_hint = f"; continue with: epverify prune --resume {out}" if err.checkpoint else ""
+        print(f"epverify: {err}{resume_hint}", file=sys.stderr, flush=True)
+        return 130
     _report(circuit, out, settings)
     return 0
+
+
+def _absolute(path):
+    """A local path as an absolute one (resolved against the directory the command runs in)."""
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 def _report(circuit, out: Path, settings) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import EpverifyError
+from ..io.outputs import check_not_input, write_new
 from .command import Command
 from .options import Option
 
@@ -71,6 +72,9 @@ HEAD = ("program", "edges", "truth", "found", "precision", "recall", "auc", "los
 def run(settings) -> int:
     from ..tracr.recover import recover_many
 
+    program_file = settings.program.rpartition(":")[0] if ".py:" in settings.program else None
+    if settings.json:
+        check_not_input(settings.json, program_file)
     models = _programs(settings.program, settings)
     print(f"ablation: {settings.ablation}, seed: {settings.seed}")
     print("  ".join(f"{h:>9s}" if i else f"{h:18s}" for i, h in enumerate(HEAD)))
@@ -83,9 +87,8 @@ def run(settings) -> int:
     exact = sum(r.exact for r in reports)
     print(f"recovered exactly: {exact}/{len(reports)}")
     if settings.json:
-        path = Path(settings.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps([r.to_dict() for r in reports], indent=1) + "\n")
+        text = json.dumps([r.to_dict() for r in reports], indent=1) + "\n"
+        write_new(settings.json, lambda tmp: tmp.write_text(text), inputs=[program_file])
     return 0 if exact == len(reports) else 1
 
 

@@ -10,24 +10,15 @@ file it found as it was. `write_new(path, ...)` is the same for a single file (a
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import socket
 from pathlib import Path
 
 from ..errors import EpverifyError
+from .atomic import io_error, write_file
 
 LOCK = ".lock"
-
-
-def io_error(err: OSError, path: Path | str, doing: str = "write") -> EpverifyError:
-    """One line for a failed write: what, where, why, and that the files already there are untouched."""
-    why = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
-           errno.EACCES: "permission denied", errno.EPERM: "not permitted", errno.ENOTDIR: "a part of the path is a"
-           " file, not a directory", errno.EDQUOT: "disk quota exceeded"}.get(err.errno, err.strerror or str(err))
-    return EpverifyError(f"cannot {doing} {path}: {why}; the files already there are untouched (free space, or"
-                         " choose another path)")
 
 
 def check_not_input(out: Path | str, *inputs) -> None:
@@ -77,14 +68,21 @@ class Outputs:
         """Where a new file is written before `commit`."""
         return self.staging / name
 
-    def commit(self, order: list[str]) -> None:
-        """Move the staged files over the directory's, in `order` (the last one marks the outputs complete)."""
-        staged = {p.name for p in self.staging.iterdir()}
-        for name in [n for n in order if n in staged] + sorted(staged - set(order)):
-            try:
+    def commit(self, order: list[str], stale=()) -> None:
+        """Move the staged files over the directory's, in `order` (the last one marks the outputs complete); the
+        files named in `stale` that this command did not write are removed before that last one."""
+        ordered = [n for n in order if (self.staging / n).exists()]
+        staged = sorted(p.name for p in self.staging.iterdir() if p.name not in ordered) + ordered
+        try:
+            for name in staged[:-1]:
                 os.replace(self.staging / name, self.directory / name)
-            except OSError as err:
-                raise io_error(err, self.directory / name) from None
+            for name in stale:
+                if name not in staged:
+                    (self.directory / name).unlink(missing_ok=True)
+            if staged:
+                os.replace(self.staging / staged[-1], self.directory / staged[-1])
+        except OSError as err:
+            raise io_error(err, self.directory) from None
 
     # ----- the lock -----------------------------------------------------------------------------------------
     def _lock(self) -> None:
@@ -134,12 +132,7 @@ def _stale(lock: Path) -> bool:
 def write_new(path: Path | str, write, inputs=()) -> Path:
     """Write one output file through `write(tmp_path)`, never over one of `inputs`, replacing the old file only
     when the new one is complete."""
-    from . import atomic
-
     path = Path(path)
     check_not_input(path, *inputs)
     make_dir(path.parent)
-    try:
-        return atomic.write_file(path, write)
-    except OSError as err:
-        raise io_error(err, path) from None
+    return write_file(path, write)

@@ -157,6 +157,16 @@ class Parallel:
         sparsity terms (the same in every process) keep theirs."""
         return faithfulness if self.world_size == 1 else faithfulness * self.world_size
 
+    def any(self, flag: bool) -> bool:
+        """Whether any process has `flag` set (one all-reduce when several run): they stop at the same step."""
+        if self.world_size == 1:
+            return flag
+        import torch.distributed as dist
+
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def average_gradients(self, params: list[torch.Tensor], faithfulness: torch.Tensor) -> torch.Tensor:
         """Average the parameters' gradients over processes (one all-reduce); returns the global batch's
         faithfulness, the sum of every process's share."""

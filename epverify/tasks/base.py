@@ -58,6 +58,20 @@ class Example:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+# Why a pair is dropped: cause -> (what happened, what to do about it)
+CAUSES = {
+    "length": ("its clean and corrupted prompts tokenize to different lengths",
+               "use a tokenizer that keeps each name (each word the corruption changes) as one token, or write the"
+               " pairs yourself in a JSONL file (--task jsonl --data FILE)"),
+    "unknown": ("its target or distractor is no token of the tokenizer (or only its unknown token)",
+                "use a tokenizer whose vocabulary holds the task's answers, or a JSONL file with answers it knows"),
+    "same": ("its target and distractor start with the same token",
+             "use a tokenizer that tells the answers apart, or a JSONL file with answers that differ in their first"
+             " token"),
+    "empty": ("its clean prompt tokenizes to nothing", "check the prompts (a JSONL file's \"clean\" field)"),
+}
+
+
 @dataclass
 class EncodedTask:
     """Result of :meth:`Task.encode`: the batch plus what was left out and why."""
@@ -67,6 +81,24 @@ class EncodedTask:
     dropped: int = 0
     dropped_reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. multi-token targets reduced to their first token
+    dropped_by_cause: dict[str, int] = field(default_factory=dict)  # cause (a key of CAUSES) -> pairs
+
+    @property
+    def requested(self) -> int:
+        return len(self.examples) + self.dropped
+
+    def summary(self) -> str:
+        """One line: how many examples were used and dropped, and why, by cause."""
+        line = f"examples: {len(self.examples)} of {self.requested} used"
+        if self.dropped:
+            causes = ", ".join(f"{n} because {CAUSES[c][0]}" for c, n in self.dropped_by_cause.items())
+            line += f"; {self.dropped} dropped: {causes}"
+        return line
+
+    def fix(self) -> str:
+        """What to do about the most common cause of dropped pairs."""
+        cause = max(self.dropped_by_cause, key=self.dropped_by_cause.get)
+        return CAUSES[cause][1]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -196,44 +228,49 @@ class Task:
         rows: list[tuple[list[int], list[int], int, int]] = []
         reasons: list[str] = []
         notes: list[str] = []
+        causes: dict[str, int] = {}
         for index, example in enumerate(examples):
             row, problem, example_notes = self._encode_example(tokenizer, example, index, context, max_length)
             if problem is not None:
-                reasons.append(f"example {index}: {problem}")
+                cause, detail = problem
+                reasons.append(f"example {index}: {detail}")
+                causes[cause] = causes.get(cause, 0) + 1
                 continue
             notes += [note for note in example_notes if note not in notes]
             kept.append(example)
             rows.append(row)
         if not kept:
-            first = f" (first reason: {reasons[0]})" if reasons else ""
+            cause = max(causes, key=causes.get)
             raise TaskError(
-                f"task {self.name!r}: none of the {len(examples)} pairs survived encoding{first}; "
-                "check that clean and corrupted prompts tokenize to the same length"
+                f"task {self.name!r}: none of the {len(examples)} pairs survived encoding: {causes[cause]} because"
+                f" {CAUSES[cause][0]} (first: {reasons[0]}); {CAUSES[cause][1]}"
             )
         data = _assemble(rows, pad_id_of(tokenizer), self._task_fields(tokenizer, kept, context))
-        return EncodedTask(data=data, examples=kept, dropped=len(reasons), dropped_reasons=reasons, notes=notes)
+        return EncodedTask(data=data, examples=kept, dropped=len(reasons), dropped_reasons=reasons, notes=notes,
+                           dropped_by_cause=causes)
 
     def _encode_example(self, tokenizer, example: Example, index: int, context, max_length: int | None):
-        """(clean ids, corrupted ids, target, distractor), or why the pair is dropped; plus notes."""
+        """(clean ids, corrupted ids, target, distractor), or why the pair is dropped (cause, detail); plus notes."""
         clean = encode_prompt(tokenizer, example.clean)
         corrupted = encode_prompt(tokenizer, example.corrupted)
         for label, ids in (("clean", clean), ("corrupted", corrupted)):
             if max_length is not None and len(ids) > max_length:
                 raise TaskError(
-                    f"task {self.name!r}: example {index} {label} prompt is {len(ids)} tokens, "
-                    f"longer than max_length={max_length}; raise max_length or use shorter prompts"
+                    f"task {self.name!r}: example {index} {label} prompt is {len(ids)} tokens, longer than the"
+                    f" {max_length} positions the model takes (max_length={max_length}); use shorter prompts (a"
+                    " JSONL file) or a model with more positions"
                 )
         if not clean:
-            return None, "clean prompt encodes to no tokens", []
+            return None, ("empty", "clean prompt encodes to no tokens"), []
         if len(clean) != len(corrupted):
-            return None, f"clean is {len(clean)} tokens but corrupted is {len(corrupted)} tokens", []
+            return None, ("length", f"clean is {len(clean)} tokens but corrupted is {len(corrupted)} tokens"), []
         target, distractor, notes = self._token_ids(tokenizer, example, context)
         if target is None or distractor is None:
             which = "target" if target is None else "distractor"
             text = example.target if target is None else example.distractor
-            return None, f"{which} {text!r} encodes to no token or the unknown token", []
+            return None, ("unknown", f"{which} {text!r} encodes to no token or the unknown token"), []
         if target == distractor:
-            return None, (f"target {example.target!r} and distractor {example.distractor!r} "
+            return None, ("same", f"target {example.target!r} and distractor {example.distractor!r} "
                           "start with the same token"), []
         return (clean, corrupted, target, distractor), None, notes
 

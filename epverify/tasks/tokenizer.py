@@ -1,4 +1,5 @@
-"""A small word-level tokenizer built locally, for tests and examples that must not download anything.
+"""Tokenizers: loading the one saved beside a checkpoint, and a small word-level one built locally (for tests and
+examples that must not download anything).
 
 Text is split on whitespace and punctuation (the ``tokenizers`` ``Whitespace`` pre-tokenizer: runs of word
 characters, and runs of other non-space characters), and each piece is one token.  Unlike GPT-2 there is no
@@ -7,10 +8,46 @@ leading-space convention: " he" and "he" are the same token.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
+
+from ..errors import EpverifyError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+# The classes a generic fast tokenizer (such as `build_word_tokenizer`'s) is saved as. transformers replaces the
+# declared class by the model family's own for some families (Qwen2, Phi-3), which would re-read a word-level
+# vocabulary as byte-level BPE; such a tokenizer is loaded as the class it declares.
+GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer saved beside a local checkpoint, as the class it was saved as."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise EpverifyError(f"no tokenizer files in {path} (looked for {', '.join(TOKENIZER_FILES)}): save the"
+                            " tokenizer beside the model with tokenizer.save_pretrained(path)")
+    try:
+        if _declared_class(path) in GENERIC_CLASSES and (path / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise EpverifyError(
+            f"no tokenizer could be loaded from {path} ({str(err).splitlines()[0]}): save the tokenizer beside the"
+            " model with tokenizer.save_pretrained(path)"
+        ) from None
+
+
+def _declared_class(path: Path) -> str | None:
+    try:
+        return json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 

@@ -8,7 +8,11 @@ model's outputs once.
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -51,14 +55,44 @@ def prune(adapter: Adapter, data: PruneData, config: PruneConfig | None = None, 
     """
     run = Training(adapter, data, config or PruneConfig(), parallel or Parallel(), checkpoint_every, resume,
                    checkpoint_path)
-    for step in range(run.first_step, run.config.steps):
-        record = run.step(step)
-        run.history.append(record)
-        if checkpoint_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-            run.save(checkpoint_path, step + 1)
-        if progress is not None:
-            progress(record)
+    with stop_requests() as stop:
+        for step in range(run.first_step, run.config.steps):
+            record = run.step(step)
+            run.history.append(record)
+            if checkpoint_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+                run.save_or_warn(checkpoint_path, step + 1)
+            if progress is not None:
+                progress(record)
+            if run.parallel.any(bool(stop)) and step + 1 < run.config.steps:
+                run.stop_here(step + 1, checkpoint_path)
     return run.result()
+
+
+class Interrupted(EpverifyError):
+    """Training was stopped by SIGINT or SIGTERM after a completed step; its state is in `result` and, with a
+    checkpoint path, in the checkpoint (`step`, `checkpoint`)."""
+
+
+@contextmanager
+def stop_requests():
+    """While training: SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after the step it is in, with a checkpoint
+    of that step; a second signal stops at once. Yields the list the handler appends the signals to."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class Training:
@@ -127,6 +161,16 @@ class Training:
                 "faithfulness": faithfulness.item(), "sparsity": sparsity.item(), "target": target,
                 "lambda1": lambdas[0].item(), "lambda2": lambdas[1].item(), **self.estimator.record()}
 
+    def stop_here(self, step: int, checkpoint_path) -> None:
+        """Raise Interrupted after `step` completed steps, writing their checkpoint first (process 0)."""
+        where = ""
+        if checkpoint_path is not None:
+            self.save(checkpoint_path, step)
+            where = f"; its checkpoint is {checkpoint_path}"
+        err = Interrupted(f"interrupted after step {step} of {self.config.steps}{where}")
+        err.result, err.step, err.checkpoint = self.result(), step, checkpoint_path
+        raise err
+
     def _stop(self, message: str):
         err = EpverifyError(message)
         err.result = self.result()
@@ -152,6 +196,15 @@ class Training:
             "sampler": self.sampler.state_dict(), "score": self.estimator.state_dict(), "history": self.history,
             "seconds": self.seconds_before + time.perf_counter() - self.started,
         })
+
+    def save_or_warn(self, path, step: int) -> None:
+        """`save`, or one warning when the file cannot be written (a full disk): training goes on, and the last
+        checkpoint on disk stays as it was."""
+        try:
+            self.save(path, step)
+        except EpverifyError as err:
+            logging.getLogger("epverify").warning("warning: checkpoint of step %d not written (%s); training goes on",
+                                                  step, err)
 
     def restore(self, path) -> None:
         """Continue from a checkpoint; one written before a setting existed counts that setting as its default."""
