@@ -112,7 +112,50 @@ def _sum_neighbours():
     return lib.make_nary_sequencemap(lambda x, y: (x + y) % 4, rasp.tokens, prev)
 
 
+def _shift_by_one():
+    lib, rasp = _lib()
+    return lib.shift_by(1, rasp.tokens)
+
+
+def _detect_ab():
+    lib, rasp = _lib()
+    return lib.detect_pattern(rasp.tokens, "ab")
+
+
+def _count_parity():
+    lib, rasp = _lib()
+    return rasp.categorical(rasp.numerical(rasp.Map(lambda c: c % 2, lib.make_count(rasp.tokens, "a"))))
+
+
+def _open_exceeds_close():
+    lib, rasp = _lib()
+    return rasp.categorical(rasp.Map(lambda x: x > 0, lib.make_pair_balance(rasp.tokens, "(", ")")))
+
+
 LIB = "tracr.compiler.lib"
+# Compiled with causal attention, as a Hugging Face decoder attends: what each program computes at a position is
+# then what it computes on the prefix up to it. The trained models with known circuits (epverify.trained) learn
+# these.
+CAUSAL: tuple[ZooEntry, ...] = (
+    ZooEntry("count_causal", _count, ("a", "b", "c"), 5, f'{LIB}.make_count(tokens, "a"), compiled causal',
+             causal=True),
+    ZooEntry("hist_causal", _hist, ("a", "b", "c"), 5, f"{LIB}.make_hist(), compiled causal", causal=True),
+    ZooEntry("count_parity_causal", _count_parity, ("a", "b", "c"), 5,
+             f'Map(c % 2, {LIB}.make_count(tokens, "a")), compiled causal', causal=True),
+    ZooEntry("open_exceeds_close_causal", _open_exceeds_close, ("(", ")", "a"), 5,
+             f'Map(x > 0, {LIB}.make_pair_balance(tokens, "(", ")")), compiled causal', causal=True),
+    ZooEntry("shift_by_one_causal", _shift_by_one, ("a", "b", "c"), 5, f"{LIB}.shift_by(1, tokens), compiled causal",
+             causal=True),
+    ZooEntry("detect_ab_causal", _detect_ab, ("a", "b", "c"), 5, f'{LIB}.detect_pattern(tokens, "ab"), compiled'
+             " causal", causal=True),
+    ZooEntry("detect_pattern_causal", _detect_pattern, ("a", "b", "c"), 5,
+             f'{LIB}.detect_pattern(tokens, "abc"), compiled causal', causal=True),
+    ZooEntry("sum_neighbours_causal", _sum_neighbours, (0, 1, 2, 3), 4,
+             f"{LIB}.make_nary_sequencemap(lambda x, y: (x + y) % 4, tokens, shift_by(1, tokens)), compiled causal",
+             causal=True),
+    ZooEntry("shuffle_dyck_causal", _shuffle_dyck, ("(", ")"), 5, f'{LIB}.make_shuffle_dyck(pairs=["()"]),'
+             " compiled causal", causal=True),
+)
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("reverse", _reverse, (1, 2, 3), 5, f"{LIB}.make_reverse(tokens)  [paper setting]"),
     ZooEntry("xproportion", _xproportion, ("a", "b", "c", "x"), 5,
@@ -136,6 +179,7 @@ ZOO: tuple[ZooEntry, ...] = (
              f"{LIB}.make_nary_sequencemap(lambda x, y: (x + y) % 4, tokens, shift_by(1, tokens))"),
 )
 
+ZOO = ZOO + CAUSAL
 BY_NAME = {entry.name: entry for entry in ZOO}
 
 
