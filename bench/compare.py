@@ -40,7 +40,7 @@ from epverify.eval.curves import faithfulness_curve  # noqa: E402
 from epverify.eval.evaluator import Evaluator  # noqa: E402
 from epverify.methods import acdc, eap, eap_ig, edge_pruning  # noqa: E402
 from epverify.tracr import load as load_program  # noqa: E402
-from epverify.tracr.policy import edge_pruning_options, tracr_data  # noqa: E402
+from epverify.tracr.policy import tracr_config, tracr_data  # noqa: E402
 from epverify.trained import induction  # noqa: E402
 
 DEFAULT_PROGRAMS = ("reverse,xproportion,hist,sort_unique,sort,sort_freq,pair_balance,count_less_freq,"
@@ -62,7 +62,7 @@ def load_target(name: str, ablation: str, quick: bool):
     if ablation not in model.ground_truth:
         raise SystemExit(f"{name} has no ground truth for {ablation} ablation (shipped: "
                          f"{', '.join(model.ground_truth)}); choose another --ablation")
-    options = edge_pruning_options(ablation)  # the compiled programs' preset and the redundancy pass
+    options = {"config": tracr_config(ablation)}  # the compiled programs' preset
     if quick:
         options["config"] = replace(options["config"], steps=100, warmup_steps=50)
     truth = [tuple(e) for e in model.ground_truth[ablation]["edges"]]

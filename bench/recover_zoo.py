@@ -3,7 +3,8 @@
     python bench/recover_zoo.py --ablation zero --seeds 0,1,2,3,4
     python bench/recover_zoo.py --ablation interchange --programs hist,reverse --set steps=600 --set lr=0.05
 
-`--set FIELD=VALUE` overrides a field of the ablation's defaults (`recover.tracr_config`; for experiments only:
+`--set FIELD=VALUE` overrides a field of the ablation's defaults (`tracr.policy.tracr_config`, or with `--defaults
+prune` those of `epverify prune`; for experiments only:
 the shipped defaults are what `recover()` uses). Prints the per-seed exact counts, the programs recovered for at
 least 4 of the seeds, and the wall time; `--json PATH` also writes every report.
 """
@@ -73,6 +74,10 @@ def main(argv=None) -> int:
                         help="recover this many programs at once, one process of one torch thread each (default 1;"
                              " `epverify recover all` uses one per CPU)")
     parser.add_argument("--json", metavar="PATH", help="also write every report as JSON")
+    parser.add_argument("--defaults", choices=("tracr", "prune"), default="tracr",
+                        help="tracr: the compiled programs' preset (what `epverify recover` runs); prune:"
+                             " `epverify prune`'s defaults with the recovery exception (target sparsity 1.02), as"
+                             " trained models are recovered")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -88,7 +93,14 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     programs = zoo.names() if args.programs == "all" else [p.strip() for p in args.programs.split(",")]
     overrides = _parse_set(args.set)
-    shown = _with(tracr_config(args.ablation), overrides)
+    if args.defaults == "prune":  # what `epverify prune` runs, with recovery's one exception (trained models)
+        from epverify.trained.recover import recovery_config
+
+        base = recovery_config(args.ablation)
+        overrides = {**{k: v for k, v in base.to_dict().items() if k != "score"}, **overrides}
+    else:
+        base = tracr_config(args.ablation)
+    shown = _with(base, overrides)
     config = shown if overrides else None  # None: recover() picks the ablation's defaults itself
     print(f"ablation {args.ablation}; seeds {seeds}; config: target {shown.target_sparsity}, steps {shown.steps},"
           f" warm-up {shown.warmup_steps}, lr {shown.lr}, lambda lr {shown.lambda_lr}, batch {shown.batch_size},"
@@ -106,7 +118,8 @@ def main(argv=None) -> int:
     models = [CompiledModel.load(zoo.ROOT / name) for name in programs]
     for seed in seeds:
         seed_start = time.perf_counter()
-        for name, r in zip(programs, recover_many(models, args.ablation, seed, config, workers=args.workers)):
+        for name, r in zip(programs, recover_many(models, args.ablation, seed, config, workers=args.workers,
+                                                         redundancy_pass=args.defaults == "tracr")):
             reports.append(r)
             exact[(name, seed)] = r.exact
             train_seconds += r.seconds

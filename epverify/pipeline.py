@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import EpverifyError
 from .eval.checks import flag_empty, flag_sparsity
 from .eval.evaluator import Evaluator
+from .eval.extraction import extract
 from .io import checkpoint
 from .io.circuit import Circuit
 from .io.export import mask_scores
@@ -70,6 +71,18 @@ def encode_task(masked, model_path: str | Path, task, n_examples: int, seed: int
     return encoded
 
 
+CARD_TASK = "card"  # the dataset of a trained model's card (`epverify.trained`), every position after BOS scored
+
+
+def card_examples(masked, model_path: str | Path):
+    """A trained model's card dataset, as the EncodedTask a task would give (nothing dropped)."""
+    from .tasks.base import EncodedTask
+    from .trained.card import load_card
+
+    data = load_card(model_path, masked.graph).prune_data()
+    return EncodedTask(data=data, examples=[None] * len(data))
+
+
 def check_examples(encoded, min_examples: int | None) -> None:
     """Stop when fewer examples survived encoding than `min_examples` (default: half of those asked for)."""
     used, needed = len(encoded.examples), min_examples
@@ -89,12 +102,15 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
     (metrics filled in). An empty circuit, and a sparsity far from a target below 1, are warned about."""
     config.validate()
     out = check_run_dir(out_dir, resume=resume, overwrite=True)
-    task = get_task(task_name, **(task_options or {}))
+    task = None if task_name == CARD_TASK else get_task(task_name, **(task_options or {}))
     parallel = distributed.setup()  # one process, unless started by `accelerate launch` (see docs/scale.md)
     config = parallel.adjust(config)
     with Outputs(out) if parallel.is_main else nullcontext() as outputs:  # locked: one command writes `out`
         masked = parallel.wrap_pretrained(model_path)
-        encoded = encode_task(masked, model_path, task, n_examples, config.seed)
+        if task is None:  # --task card: the dataset of a trained model's card
+            encoded = card_examples(masked, model_path)
+        else:
+            encoded = encode_task(masked, model_path, task, n_examples, config.seed)
         if parallel.is_main:
             print(encoded.summary(), flush=True)
         check_examples(encoded, min_examples)
@@ -104,11 +120,12 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
         result = prune(masked.adapter, data, config, progress=progress if parallel.is_main else None,
                        checkpoint_path=out / checkpoint.FILENAME, checkpoint_every=checkpoint_every, resume=resume,
                        parallel=parallel)
-        circuit = _extract(masked, result, config, f"{task_name} on {model_path}", str(model_path))
         # every process evaluates (sharded weights need them all), with no more rows at once than in training
         evaluator = Evaluator(masked, data, config.ablation, parallel.share_size(config.batch_size), task=task)
+        circuit = _extract(evaluator, masked, result, config, f"{task_name} on {model_path}", str(model_path))
         circuit.metrics.update({**evaluator.evaluate(circuit.mask(masked.graph)), "edges": len(circuit.edges),
                                 "sparsity": circuit.sparsity, "dropped_dangling": circuit.dropped_dangling,
+                                "dropped_redundant": circuit.dropped_redundant,
                                 "examples": len(data), "dropped_pairs": encoded.dropped,
                                 "dropped_by_cause": encoded.dropped_by_cause, "seconds": result.seconds})
         if parallel.is_main:
@@ -116,13 +133,11 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
     return circuit
 
 
-def _extract(masked, result, config: PruneConfig, context: str, path: str) -> Circuit:
+def _extract(evaluator: Evaluator, masked, result, config: PruneConfig, context: str, path: str) -> Circuit:
     """The circuit of the trained masks, flagged when it is empty or far from its target sparsity."""
     graph = masked.graph
     scores = mask_scores(graph, result.edge_log_alpha) if graph.num_edges <= SCORED_EDGES else {}
-    circuit = Circuit.from_masks(graph, result.edge_log_alpha, result.node_log_alpha,
-                                 model={**masked.adapter.summary(), "path": path}, ablation=config.ablation,
-                                 scores=scores)
+    circuit = extract(evaluator, result, config, model={**masked.adapter.summary(), "path": path}, scores=scores)
     flag_empty(circuit, config.target_sparsity, context=context)
     flag_sparsity(circuit, result.history, config.target_sparsity, context=context)
     return circuit

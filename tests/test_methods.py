@@ -19,7 +19,7 @@ from epverify.io.circuit import Circuit
 from epverify.methods import METHODS, acdc, eap, eap_ig, edge_pruning, run_method
 from epverify.methods.eap_ig import _Embedded, _shifted
 from epverify.tracr import load
-from epverify.tracr.policy import REDUNDANT_TOLERANCE, TRACR_CONFIG, tracr_data
+from epverify.tracr.policy import TRACR_CONFIG, tracr_data
 from epverify.trained import induction
 
 ABLATIONS = ("interchange", "zero", "mean", "resample")
@@ -131,8 +131,7 @@ def test_acdc_recovers_the_ground_truth_exactly(program, ablation):
 
 def test_edge_pruning_as_a_method_recovers_a_tracr_circuit():
     model, adapter, data = _tracr("hist")
-    result = edge_pruning(adapter, data, "zero", config=replace(TRACR_CONFIG, steps=200, warmup_steps=100),
-                          redundant_tolerance=REDUNDANT_TOLERANCE)
+    result = edge_pruning(adapter, data, "zero", config=replace(TRACR_CONFIG, steps=200, warmup_steps=100))
     truth = {tuple(e) for e in model.ground_truth["zero"]["edges"]}
     assert set(result.circuit.edges) == truth
     assert roc_auc(result, truth_mask(adapter.graph, truth)) == 1.0

@@ -40,7 +40,8 @@ CIRCUIT_FILE = Option("circuit", "circuit file: epverify's circuit.json or an EA
 MODEL = Option("model", "local checkpoint directory (config, weights, tokenizer) written by save_pretrained")
 
 TASK = (
-    Option("task", "ioi, greater-than, gendered-pronouns (gp), boolean-expressions (boolean), or jsonl"),
+    Option("task", "ioi, greater-than, gendered-pronouns (gp), boolean-expressions (boolean), jsonl, or card (a"
+                   " trained model's own dataset)"),
     Option("data", "jsonl task: the file of {clean, corrupted, target, distractor} lines"),
     Option("prompt", "boolean-expressions prompt style", choices=("instruction", "few-shot")),
     Option("examples", "number of task examples to generate", 256, int),
@@ -83,6 +84,13 @@ def check_task_settings(settings) -> None:
     from ..errors import EpverifyError
     from ..tasks import get_task
 
+    if settings.task == "card":  # a trained model's own dataset (epverify.trained)
+        from ..trained.card import is_trained_dir
+
+        if settings.model is not None and not is_trained_dir(settings.model):
+            raise EpverifyError(f"--task card reads the dataset of a trained model's card.json, and {settings.model}"
+                                " has none: give a trained model (e.g. trained_models/count_llama) or a task")
+        return
     if settings.task == "jsonl" and not settings.data:
         raise EpverifyError("the jsonl task reads its examples from a file: pass --data FILE.jsonl")
     if settings.data and settings.task not in ("jsonl", None):

@@ -50,7 +50,7 @@ def check_settings(settings) -> None:
     check_task_settings(settings)
     if settings.checkpoint_every < 0:
         raise EpverifyError(f"--checkpoint-every {settings.checkpoint_every}: give a number of steps, or 0 for none")
-    if settings.batch_size > settings.examples:
+    if settings.task != "card" and settings.batch_size > settings.examples:
         raise EpverifyError(f"--batch-size {settings.batch_size} is larger than the {settings.examples} examples"
                             " (--examples): every step would see the same rows; lower --batch-size or ask for more"
                             " examples")

@@ -42,19 +42,49 @@ def _user_program(spec: str, settings):
                         name=f"{path.stem}:{func_name}", source=spec, seed=settings.seed)
 
 
-def _programs(spec: str, settings):
+def _targets(spec: str, settings) -> tuple[str, list]:
+    """("compiled", CompiledModels) or ("trained", model directories) for the PROGRAM argument."""
     from ..tracr import load, names
+    from ..trained.card import is_trained_dir, shipped
 
     if spec == "all":
-        return [load(name) for name in names()]
+        return "compiled", [load(name) for name in names()]
+    if spec == "trained":
+        return "trained", shipped()
     if spec.endswith(".py") or ".py:" in spec:
         if ":" not in spec:
             raise EpverifyError(f"{spec}: name the function too, as FILE.py:FUNCTION")
-        return [_user_program(spec, settings)]
+        return "compiled", [_user_program(spec, settings)]
+    path = Path(spec)
+    if path.is_dir():
+        if is_trained_dir(path):
+            return "trained", [path]
+        if (path / "model.json").is_file():
+            return "compiled", [load(path)]
+        raise EpverifyError(f"{path} is neither a compiled program (model.json) nor a trained model with a known"
+                            " circuit (card.json): give a shipped name, a directory of compiled_models/ or"
+                            " trained_models/, 'all', 'trained', or FILE.py:FUNCTION")
     if spec not in names():
         raise EpverifyError(f"unknown program {spec!r}: known programs are {', '.join(names())}, or 'all',"
-                            " or FILE.py:FUNCTION")
-    return [load(spec)]
+                            " 'trained', a directory, or FILE.py:FUNCTION")
+    return "compiled", [load(spec)]
+
+
+def _reports(kind: str, targets: list, settings):
+    """The recoveries, as they finish, and the header line saying what trained."""
+    if kind == "trained":
+        from ..trained.recover import RECOVERY, recover_many
+
+        if settings.ablation not in ("interchange", "zero"):
+            raise EpverifyError(f"trained models have known circuits under interchange and zero ablation, not"
+                                f" {settings.ablation}")
+        exception = ", ".join(f"{k} {v}" for k, v in RECOVERY.items())
+        header = f"estimator: pathwise, epverify prune's defaults (PruneConfig()) but {exception}"
+        return header, recover_many(targets, ablation=settings.ablation, seed=settings.seed)
+    from ..tracr.recover import recover_many
+
+    header = "estimator: score, the compiled programs' preset (epverify.tracr.policy; docs/recovery.md)"
+    return header, recover_many(targets, ablation=settings.ablation, seed=settings.seed)
 
 
 def fmt(value, digits=3) -> str:
@@ -70,16 +100,17 @@ HEAD = ("program", "edges", "truth", "found", "precision", "recall", "auc", "los
 
 
 def run(settings) -> int:
-    from ..tracr.recover import recover_many
-
     program_file = settings.program.rpartition(":")[0] if ".py:" in settings.program else None
     if settings.json:
         check_not_input(settings.json, program_file)
-    models = _programs(settings.program, settings)
-    print(f"ablation: {settings.ablation}, seed: {settings.seed}")
+    kind, targets = _targets(settings.program, settings)
+    if not targets:
+        raise EpverifyError("no trained models are shipped here: build them with `make trained`")
+    header, results = _reports(kind, targets, settings)
+    print(f"ablation: {settings.ablation}, seed: {settings.seed}; {header}")
     print("  ".join(f"{h:>9s}" if i else f"{h:18s}" for i, h in enumerate(HEAD)))
     reports = []
-    for r in recover_many(models, ablation=settings.ablation, seed=settings.seed):  # one process per CPU
+    for r in results:  # one process per CPU
         reports.append(r)
         row = [r.program, r.total_edges, len(r.truth_edges), len(r.found_edges), r.precision, r.recall, r.auc,
                r.faithfulness, r.accuracy, r.steps, r.seconds, "yes" if r.exact else "NO"]
@@ -93,12 +124,14 @@ def run(settings) -> int:
 
 
 COMMAND = Command(
-    "recover", "recover the ground-truth circuit of Tracr programs with Edge Pruning",
-    "Prune compiled Tracr programs and compare the circuits found with their ground truth. Exits 0 only when every"
-    " program is recovered exactly.",
+    "recover", "recover the known circuits of compiled Tracr programs and trained models with Edge Pruning",
+    "Prune compiled Tracr programs (with their preset) or trained models with known circuits (with epverify prune's"
+    " own code path and defaults) and compare the circuits found with the known ones. Exits 0 only when every one"
+    " is recovered exactly.",
     (
-        Option("program", "a shipped program name, 'all', or FILE.py:FUNCTION returning a RASP program",
-               positional=True),
+        Option("program", "a shipped program name, 'all' (the compiled zoo), 'trained' (every shipped trained model),"
+                          " a directory of compiled_models/ or trained_models/, or FILE.py:FUNCTION returning a RASP"
+                          " program", positional=True),
         Option("ablation", "the ablation whose ground truth is compared; it also picks the training defaults (zero"
                            " ablation: a slower schedule, docs/recovery.md)", "interchange",
                choices=("interchange", "zero", "mean")),

@@ -8,9 +8,9 @@ kept edges, and, under interchange and resample ablation, an edge whose writer n
 edges (there such a writer outputs exactly its ablated value; see `prune_dangling`). The count of dropped edges
 is reported.
 
-Optionally (`epverify.eval.evaluate.drop_redundant`; on by default for Tracr programs), a last pass over the model
-removes the edges the deterministic circuit does not need: in ascending order of log-alpha, an edge is removed
-when the circuit without it is as faithful as the extracted one, within a tolerance. Stochastic gates make an
+Last (`epverify.eval.extraction`, with the config's tolerance: `eval.redundancy.drop_redundant`), a pass over the
+model removes the edges the deterministic circuit does not need: in ascending order of log-alpha, an edge is
+removed when the circuit without it is as faithful as the extracted one, within a tolerance. Stochastic gates make an
 edge that duplicates a kept route worth something in training (it stands in when that route's gate is sampled
 shut); the binary circuit has no such use for it. The count is reported as `dropped_redundant`.
 """
@@ -72,7 +72,7 @@ class Circuit:
     # Optional per-edge scores, kept or not (e.g. `epverify.io.export.mask_scores`, or an attribution score from
     # another tool); empty when the circuit is only an edge set. Written as "scores": [[w, r, s], ...].
     scores: dict[tuple[str, str], float] = field(default_factory=dict)
-    dropped_redundant: int = 0  # removed by `epverify.eval.evaluate.drop_redundant`
+    dropped_redundant: int = 0  # removed by `epverify.eval.redundancy.drop_redundant`
 
     @property
     def nodes(self) -> list[str]:

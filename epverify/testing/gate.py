@@ -1,9 +1,10 @@
 """`epverify gate CONFIG.toml`: a CI gate that fails when circuit recovery or faithfulness regresses.
 
-The config names Tracr programs, ablations and seeds, and the thresholds every run must meet:
+The config names Tracr programs (or directories of trained models with known circuits, recovered as `epverify
+prune` runs: epverify.trained.recover), ablations and seeds, and the thresholds every run must meet:
 
     name = "tracr-quick"                       # optional, shown in the report
-    programs = ["count", "hist", "shift_by"]   # shipped names, "all", or compiled-model directories
+    programs = ["count", "hist", "shift_by"]   # shipped names, "all", "trained", or model directories
     ablations = ["interchange"]                # interchange, zero, mean (default: interchange)
     seeds = [0]                                # default: [0]
 
@@ -110,12 +111,16 @@ def parse_config(raw: dict, base: Path = Path("."), source: str = "gate config")
     programs = raw.get("programs")
     if programs == "all":
         programs = names()
+    elif programs == "trained":
+        from ..trained.card import shipped
+
+        programs = [str(p) for p in shipped()]
     if not isinstance(programs, list) or not programs or not all(isinstance(p, str) for p in programs):
-        raise bad("programs", 'give a non-empty list of program names or directories, or "all"')
+        raise bad("programs", 'give a non-empty list of program names or directories, or "all" or "trained"')
     for program in programs:
         if program not in names() and not (base / program).is_dir():
             raise bad("programs", f"{program!r} is neither a shipped program ({', '.join(names())}) nor a "
-                                  "compiled-model directory")
+                                  "directory of a compiled program or a trained model")
 
     ablations = raw.get("ablations", ["interchange"])
     if not isinstance(ablations, list) or not ablations or any(a not in GATE_ABLATIONS for a in ablations):
@@ -151,16 +156,26 @@ def run_gate(config: GateConfig, progress=None) -> list[Run]:
 
     from ..tracr import load, names
     from ..tracr.recover import recover
+    from ..trained import recover as trained
+    from ..trained.card import is_trained_dir
 
     threads = torch.get_num_threads()
     torch.set_num_threads(int(os.environ.get("EPVERIFY_GATE_THREADS", "1")))
     runs = []
     try:
         for program in config.programs:
-            model = load(program if program in names() else config.base / program)
+            path = config.base / program
+            if program not in names() and is_trained_dir(path):  # a trained model: recovered as prune runs
+                def run_one(ablation, seed, path=path):
+                    return trained.recover(path, ablation=ablation, seed=seed)
+            else:
+                model = load(program if program in names() else path)
+
+                def run_one(ablation, seed, model=model):
+                    return recover(model, ablation=ablation, seed=seed)
             for ablation in config.ablations:
                 for seed in config.seeds:
-                    run = Run(seed, recover(model, ablation=ablation, seed=seed))
+                    run = Run(seed, run_one(ablation, seed))
                     runs.append(run)
                     if progress is not None:
                         progress(run)

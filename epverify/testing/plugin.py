@@ -86,34 +86,51 @@ def method_edges(output, graph) -> set:
                         " edges, a score tensor (num_edges,) or a MethodResult")
 
 
-def _programs(programs) -> list:
+def _targets(programs, ablation: str) -> list:
+    """(name, masked model, data, truth(found) -> the truth to compare with) per program: a shipped name, a
+    CompiledModel, a compiled-program directory or a trained model's directory (or "trained": all of those)."""
+    from pathlib import Path
+
+    from ..adapters import wrap
     from ..tracr import load, names
+    from ..tracr.ground_truth import ground_truth, matching_truth
     from ..tracr.model import CompiledModel
+    from ..tracr.policy import tracr_data
+    from ..trained import recover as trained
+    from ..trained.card import is_trained_dir, shipped
 
     if programs is None:
         programs = names()
-    if isinstance(programs, (str, CompiledModel)):
+    if programs == "trained":
+        programs = shipped()
+    if isinstance(programs, (str, Path, CompiledModel)):
         programs = [programs]
-    return [p if isinstance(p, CompiledModel) else load(p) for p in programs]
+    out = []
+    for program in programs:
+        if not isinstance(program, CompiledModel) and is_trained_dir(program):
+            masked, card = trained.load(program)
+            truth = set(card.truth(ablation))
+            out.append((card.name, masked, card.prune_data(), lambda found, truth=truth: truth))
+            continue
+        model = program if isinstance(program, CompiledModel) else load(program)
+        if ablation not in model.ground_truth:
+            model.ground_truth[ablation] = ground_truth(model, ablation)
+        out.append((model.name, wrap(model), tracr_data(model),
+                    lambda found, recorded=model.ground_truth[ablation]: matching_truth(recorded, found)))
+    return out
 
 
 def recovery_results(method: Callable, programs: Iterable | None = None,
                      ablation: str = "interchange") -> list[ProgramResult]:
-    """Run `method` on each program (names, CompiledModels; None: the whole zoo) and compare with truth."""
-    from ..adapters import wrap
+    """Run `method` on each program (names, CompiledModels, directories of compiled programs or trained models,
+    or "trained"; None: the whole compiled zoo) and compare with its known circuit."""
     from ..io.circuit import prune_dangling
-    from ..tracr.ground_truth import ground_truth, matching_truth
-    from ..tracr.policy import tracr_data
 
     results = []
-    for model in _programs(programs):
-        if ablation not in model.ground_truth:
-            model.ground_truth[ablation] = ground_truth(model, ablation)
-        masked = wrap(model)
-        output = method(masked, tracr_data(model), ablation)
+    for name, masked, data, truth_of in _targets(programs, ablation):
+        output = method(masked, data, ablation)
         found = prune_dangling(masked.graph, method_edges(output, masked.graph), ablation)
-        truth = matching_truth(model.ground_truth[ablation], found)
-        results.append(ProgramResult(model.name, ablation, found, truth))
+        results.append(ProgramResult(name, ablation, found, truth_of(found)))
     return results
 
 
@@ -133,7 +150,8 @@ def format_results(results: list[ProgramResult]) -> str:
 def assert_recovers(method: Callable, programs: Iterable | None = None, ablation: str = "interchange",
                     min_exact: float = 1.0) -> list[ProgramResult]:
     """Assert that `method` (the protocol: module docstring) recovers the ground truth of at least a fraction
-    `min_exact` of `programs` (shipped names or CompiledModels; None: every shipped program) under `ablation`.
+    `min_exact` of `programs` (shipped names, CompiledModels, model directories, "trained"; None: every shipped
+    compiled program) under `ablation`.
     Returns the per-program results; raises AssertionError with a table when it falls short."""
     results = recovery_results(method, programs, ablation)
     exact = sum(r.exact for r in results)

@@ -16,9 +16,14 @@ from ..train import PruneConfig, ScoreSettings
 from .data import dataset
 from .model import CompiledModel
 
+# The circuit's last extraction step drops edges the binary circuit does not need (`eval.redundancy`): an edge goes
+# when the loss rises by at most this much. The least any ground-truth edge of the zoo is worth is 1.7e-4 nats per
+# position (shuffle_dyck2, zero ablation); float noise on a faithful circuit's loss is below 1e-7.
+REDUNDANT_TOLERANCE = 1e-6
 TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=500, warmup_steps=250, lr=0.1, lambda_lr=0.01,
                            batch_size=64, estimator="score", adam_beta2=0.9, example_focus=0.1,
-                           score=ScoreSettings(gate=3.0, decay=0.99, samples=2))
+                           score=ScoreSettings(gate=3.0, decay=0.99, samples=2), max_edge_price=0.0,
+                           redundancy_tolerance=REDUNDANT_TOLERANCE, redundancy_max_edges=10**9)
 # Zero ablation takes away an edge's whole signal, and a circuit's rarely used mechanism is then cheap (a 5-edge
 # chain worth 0.036 nats in shuffle_dyck): near-binary gates (temperature 0.1), 4 masks per row, a looser gate and
 # a slower descent give such edges their evidence before the pruning pressure reaches them, and the price of one
@@ -28,21 +33,9 @@ TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=500, warmup_steps=250, lr
 # the gate does not let the price push down an edge whose running estimate outweighs it (`score.hold`).
 TRACR_ZERO_CONFIG = replace(TRACR_CONFIG, gate_temperature=0.1, lr=0.05, steps=700, warmup_steps=350,
                             max_edge_price=0.01, score=ScoreSettings(gate=2.0, decay=0.99, samples=4, hold=True))
-# The circuit's last extraction step drops edges the binary circuit does not need (`eval.redundancy`): an edge goes
-# when the loss rises by at most this much. The least any ground-truth edge of the zoo is worth is 1.7e-4 nats per
-# position (shuffle_dyck2, zero ablation); float noise on a faithful circuit's loss is below 1e-7.
-REDUNDANT_TOLERANCE = 1e-6
-
-
 def tracr_config(ablation: str) -> PruneConfig:
     """The recovery preset for Tracr programs under this ablation (its `ablation` field set)."""
     return replace(TRACR_ZERO_CONFIG if ablation == "zero" else TRACR_CONFIG, ablation=ablation)
-
-
-def edge_pruning_options(ablation: str) -> dict:
-    """The keyword arguments `methods.edge_pruning` takes for a compiled program: the preset and the redundancy
-    pass's tolerance."""
-    return {"config": tracr_config(ablation), "redundant_tolerance": REDUNDANT_TOLERANCE}
 
 
 def tracr_data(model: CompiledModel) -> PruneData:

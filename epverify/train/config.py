@@ -67,8 +67,15 @@ class PruneConfig:
     gate_temperature: float = hard_concrete.BETA
     # Ceiling on the sparsity term's pull on one edge, in units of the faithfulness loss (nats per position for
     # KL): after each ascent step the lambdas are scaled down so that |lambda1 + 2 lambda2 (s - t)| / E stays at or
-    # below it (E edges). 0: no ceiling. With a target above 1 the price of an edge otherwise rises all run.
-    max_edge_price: float = 0.0
+    # below it (E edges). 0: no ceiling. With a target above 1 the price of an edge otherwise rises all run, until
+    # it passes what any edge is worth; with a target below 1 it binds only when holding the target would price
+    # edges above it (then the run warns that its sparsity ended short of the target). docs/recovery.md.
+    max_edge_price: float = 0.01
+    # Extraction's last step (`eval.extraction`): in ascending order of log-alpha, drop each kept edge the binary
+    # circuit does not need while its loss rises by at most this much in all (nats per position; 0: no pass), for
+    # circuits of at most `redundancy_max_edges` edges (the pass runs the model once per kept edge).
+    redundancy_tolerance: float = 1e-3
+    redundancy_max_edges: int = 500
 
     def __post_init__(self) -> None:
         if self.warmup_steps is None:
@@ -103,6 +110,9 @@ class PruneConfig:
                                 " and a score gate above 0, or hold=False")
         if not self.max_edge_price >= 0.0:
             raise EpverifyError(f"max_edge_price ({self.max_edge_price}) must be 0 (no ceiling) or positive")
+        if not self.redundancy_tolerance >= 0.0 or self.redundancy_max_edges < 0:
+            raise EpverifyError(f"redundancy_tolerance ({self.redundancy_tolerance}) and redundancy_max_edges"
+                                f" ({self.redundancy_max_edges}) must be 0 (no pass) or positive")
         if not 0.0 < self.gate_temperature <= 10.0:
             raise EpverifyError(f"gate_temperature ({self.gate_temperature}) must lie in (0, 10]")
         if self.ablation not in ABLATIONS:
