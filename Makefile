@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test zoo bench lint docs
+.PHONY: demo test zoo trained bench lint docs
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 zoo: $(STAMP)
 	$(BIN)/python -m epverify.tracr.build
+
+trained: $(STAMP)
+	$(BIN)/python -m epverify.trained.build
 
 bench: $(STAMP)
 	$(BIN)/python bench/step.py

@@ -2,11 +2,14 @@
 
     python bench/compare.py                                  # default programs + the trained induction model
     python bench/compare.py --programs hist,reverse,induction --ablation zero
+    python bench/compare.py --programs trained               # every shipped trained model (trained_models/)
     python bench/compare.py --quick                           # small data and short Edge Pruning (smoke test)
     python bench/compare.py --write docs/benchmarks.md        # also (re)write this bench's section there
 
 Methods: Edge Pruning (the baseline for time), EAP, EAP-IG (5 steps) and ACDC (--acdc-threshold), all
-under the same ablation, on Tracr zoo programs (against their verified ground truth for that ablation) and on
+under the same ablation, on Tracr zoo programs (against their verified ground truth for that ablation), on the
+shipped trained models with known circuits (`trained_models/<name>/card.json`, against the card's verified circuit;
+Edge Pruning with what `epverify prune` runs, `epverify.trained.recover.recovery_config`) and on
 the trained induction model (`trained_models/induction`, against its reference circuit: one sufficient circuit
 found by greedy removal, not a unique truth). Per method and model:
 
@@ -42,6 +45,9 @@ from epverify.methods import acdc, eap, eap_ig, edge_pruning  # noqa: E402
 from epverify.tracr import load as load_program  # noqa: E402
 from epverify.tracr.policy import tracr_config, tracr_data  # noqa: E402
 from epverify.trained import induction  # noqa: E402
+from epverify.trained.card import shipped  # noqa: E402
+from epverify.trained.recover import load as load_trained  # noqa: E402
+from epverify.trained.recover import recovery_config  # noqa: E402
 
 DEFAULT_PROGRAMS = ("reverse,xproportion,hist,sort_unique,sort,sort_freq,pair_balance,count_less_freq,"
                     "detect_pattern,sum_neighbours,shuffle_dyck,induction")
@@ -49,8 +55,18 @@ QUICK_PROGRAMS = "hist,xproportion,induction"
 METHODS = ("edge-pruning", "eap", "eap-ig", "acdc")
 
 
+TRAINED = {path.name: path for path in shipped()}
+
+
 def load_target(name: str, ablation: str, quick: bool):
-    """(adapter, data, truth edges, truth label, Edge Pruning's options) of a zoo program or `induction`."""
+    """(adapter, data, truth edges, truth label, Edge Pruning's options) of a zoo program, a shipped trained model
+    or `induction`."""
+    if name in TRAINED:
+        masked, card = load_trained(TRAINED[name])
+        config = recovery_config(ablation)
+        if quick:
+            config = replace(config, steps=100, warmup_steps=50)
+        return masked.adapter, card.prune_data(), card.truth(ablation), "truth", {"config": config}
     if name == "induction":
         masked, meta = induction.load()
         data = induction.data(meta, 64 if quick else 256, seed=1)
@@ -129,20 +145,21 @@ def format_row(r: dict) -> str:
 
 
 def summary(rows: list[dict], methods) -> list[str]:
-    """Per method: exact Tracr circuits, mean Tracr AUC, induction key edge, total time vs Edge Pruning."""
-    out = ["| method | Tracr circuits exact | mean AUC (Tracr) | induction key edge: rank, in found set |"
+    """Per method: exact known circuits (compiled and trained), their mean AUC, induction key edge, total time vs
+    Edge Pruning."""
+    out = ["| method | known circuits exact | mean AUC (known) | induction key edge: rank, in found set |"
            " total sec | xEP |", "| --- | ---: | ---: | --- | ---: | ---: |"]
     ep_total = sum(r["seconds"] for r in rows if r["method"] == "edge-pruning") or None
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
-        tracr = [r for r in mine if r["model"] != "induction"]
-        aucs = [r["auc"] for r in tracr if r["auc"] is not None]
-        if not tracr:
+        known = [r for r in mine if r["truth_kind"] == "truth"]
+        aucs = [r["auc"] for r in known if r["auc"] is not None]
+        if not known:
             exact = "n/a"
-        elif tracr[0]["score_only"]:
+        elif known[0]["score_only"]:
             exact = "n/a (ranks only)"
         else:
-            exact = f"{sum(r['precision'] == 1.0 and r['recall'] == 1.0 for r in tracr)}/{len(tracr)}"
+            exact = f"{sum(r['precision'] == 1.0 and r['recall'] == 1.0 for r in known)}/{len(known)}"
         key = next((r["key_edge"] for r in mine if "key_edge" in r), None)
         key_text = "n/a" if key is None else f"{key['rank']}, {'yes' if key['found'] else 'no'}"
         total = sum(r["seconds"] for r in mine)
@@ -167,7 +184,9 @@ def write_section(path: Path, text: str, ablation: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--programs", default=None, help="comma-separated zoo programs and/or 'induction'")
+    parser.add_argument("--programs", default=None,
+                        help="comma-separated zoo programs, shipped trained models ('trained': all of them) and/or"
+                             " 'induction'")
     parser.add_argument("--ablation", default="interchange", choices=["interchange", "zero", "mean"])
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {METHODS}")
     parser.add_argument("--acdc-threshold", type=float, default=0.01)
@@ -186,6 +205,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     programs = args.programs or (QUICK_PROGRAMS if args.quick else DEFAULT_PROGRAMS)
     names = [p.strip() for p in programs.split(",") if p.strip()]
+    names = [n for p in names for n in (TRAINED if p == "trained" else [p])]
 
     start = time.perf_counter()
     print(HEADER)

@@ -118,8 +118,7 @@ def main(argv=None) -> int:
     models = [CompiledModel.load(zoo.ROOT / name) for name in programs]
     for seed in seeds:
         seed_start = time.perf_counter()
-        for name, r in zip(programs, recover_many(models, args.ablation, seed, config, workers=args.workers,
-                                                         redundancy_pass=args.defaults == "tracr")):
+        for name, r in zip(programs, recover_many(models, args.ablation, seed, config, workers=args.workers)):
             reports.append(r)
             exact[(name, seed)] = r.exact
             train_seconds += r.seconds

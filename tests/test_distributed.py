@@ -47,10 +47,12 @@ def test_two_processes_find_the_same_circuit_as_one_process(tmp_path, capsys):
     _llama(len(tokenizer)).save_pretrained(model)
     tokenizer.save_pretrained(model)
     # the same seed and global batch (8 rows: 4 per process); fp32 in both runs (--mixed_precision no), per-layer
-    # checkpointing in both (the FSDP config turns it on)
+    # checkpointing in both (the FSDP config turns it on). No price ceiling: on these random weights it binds at every
+    # step and the run oscillates (KL 0.3-4 nats), which grows the all-reduce's float-order differences to 3e-5
+    # relative by step 40 (measured); the ceiling itself is the same code in one process or two.
     args = ["prune", "--model", str(model), "--task", "ioi", "--steps", "40", "--warmup-steps", "20",
             "--batch-size", "8", "--examples", "16", "--target-sparsity", "0.6", "--seed", "3", "--no-draw",
-            "--checkpoint-every", "0", "--checkpoint-layers", "--quiet"]
+            "--checkpoint-every", "0", "--checkpoint-layers", "--quiet", "--max-edge-price", "0"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     capsys.readouterr()
 

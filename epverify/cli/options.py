@@ -58,6 +58,11 @@ TRAINING = (
     Option("batch_size", "examples per step", DEFAULTS.batch_size, int),
     Option("ablation", "what a removed edge carries: the corrupted input's value, zero, the mean, or a resample",
            DEFAULTS.ablation, choices=ABLATIONS),
+    Option("max_edge_price", "ceiling on the sparsity term's pull on one edge, in nats per position (0: none)",
+           DEFAULTS.max_edge_price, float),
+    Option("redundancy_tolerance", "extraction drops kept edges the binary circuit does not need while its loss"
+                                   " rises by at most this much in all, in nats per position (0: no pass)",
+           DEFAULTS.redundancy_tolerance, float),
     Option("node_masks", "also learn a mask per writer", switch=True),
     Option("checkpoint_layers", "recompute each layer in the backward (less memory, for large models)",
            switch=True),

@@ -22,30 +22,26 @@ TRACR_THREADS = 1  # Tracr models are tiny: a second torch thread mostly spins (
 
 
 def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 0,
-            config: PruneConfig | None = None, redundancy_pass: bool = True) -> RecoveryReport:
+            config: PruneConfig | None = None) -> RecoveryReport:
     """Prune a compiled program and compare the circuit found with its ground truth for this ablation; the
-    extraction ends with the redundancy pass unless `redundancy_pass` is False (what `epverify prune` extracts).
+    extraction is `epverify prune`'s (`eval.extraction`), its redundancy pass at the config's tolerance.
 
     Runs with one torch thread (restored afterwards): see docs/recovery.md, "Time"."""
     threads = torch.get_num_threads()
     torch.set_num_threads(TRACR_THREADS)
     try:
-        return _recover(compiled, ablation, seed, config, redundancy_pass)
+        return _recover(compiled, ablation, seed, config)
     finally:
         torch.set_num_threads(threads)
 
 
-def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneConfig | None,
-             redundancy_pass: bool) -> RecoveryReport:
+def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneConfig | None) -> RecoveryReport:
     start = time.perf_counter()
     config = replace(config or tracr_config(ablation), ablation=ablation, seed=seed)
     if ablation not in compiled.ground_truth:
         compiled.ground_truth[ablation] = ground_truth(compiled, ablation)
     adapter = TracrAdapter(compiled)
     evaluator = Evaluator(adapter, tracr_data(compiled), ablation)
-    # trained, extracted, redundant edges dropped
-    if not redundancy_pass:
-        config = replace(config, redundancy_tolerance=0.0)
     result = edge_pruning(adapter, evaluator.data, ablation, config, seed, evaluator)
     circuit = result.circuit
     if compiled.ground_truth[ablation]["edges"]:
@@ -58,10 +54,9 @@ def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneCon
 
 
 def recover_many(models: list[CompiledModel], ablation: str = "interchange", seed: int = 0,
-                 config: PruneConfig | None = None, workers: int | None = None,
-                 redundancy_pass: bool = True) -> Iterator[RecoveryReport]:
+                 config: PruneConfig | None = None, workers: int | None = None) -> Iterator[RecoveryReport]:
     """`recover` every program, in `workers` processes of one torch thread each (default: one per CPU, at most
     one per program); yields the reports in the order of `models` as they complete. Each recovery is
     independent and seeded, so the reports are the same as one process would give."""
-    jobs = [(m, ablation, seed, config, redundancy_pass) for m in models]
+    jobs = [(m, ablation, seed, config) for m in models]
     yield from in_processes(recover, jobs, workers, size=lambda job: job[0].total_edges)

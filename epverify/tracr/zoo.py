@@ -117,6 +117,12 @@ def _shift_by_one():
     return lib.shift_by(1, rasp.tokens)
 
 
+def _first_token():
+    _, rasp = _lib()
+    first = rasp.Select(rasp.indices, rasp.indices, lambda key, query: key == 0)
+    return rasp.categorical(rasp.Aggregate(first, rasp.tokens))
+
+
 def _detect_ab():
     lib, rasp = _lib()
     return lib.detect_pattern(rasp.tokens, "ab")
@@ -146,6 +152,8 @@ CAUSAL: tuple[ZooEntry, ...] = (
              f'Map(x > 0, {LIB}.make_pair_balance(tokens, "(", ")")), compiled causal', causal=True),
     ZooEntry("shift_by_one_causal", _shift_by_one, ("a", "b", "c"), 5, f"{LIB}.shift_by(1, tokens), compiled causal",
              causal=True),
+    ZooEntry("first_token_causal", _first_token, ("a", "b", "c"), 5,
+             "Aggregate(Select(indices, indices, key == 0), tokens), compiled causal", causal=True),
     ZooEntry("detect_ab_causal", _detect_ab, ("a", "b", "c"), 5, f'{LIB}.detect_pattern(tokens, "ab"), compiled'
              " causal", causal=True),
     ZooEntry("detect_pattern_causal", _detect_pattern, ("a", "b", "c"), 5,

@@ -18,6 +18,8 @@ from ..errors import EpverifyError
 
 ESTIMATORS = ("pathwise", "score")
 WARMUP_FRACTION = 5 / 6  # the warm-up's share of the steps when it is not given
+# What a setting was before it existed, where its default is not that: a checkpoint written then ran without it.
+BEFORE_IT_EXISTED = {"max_edge_price": 0.0}
 
 
 @dataclass
@@ -124,8 +126,9 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, values: dict) -> PruneConfig:
         """A config from `to_dict`'s output, or from a checkpoint written before the score estimator's settings
-        were nested (flat `score_gate`, ...); a field missing from `values` takes its default."""
-        values = dict(values)
+        were nested (flat `score_gate`, ...); a field missing from `values` takes the value that runs had before
+        it existed (`BEFORE_IT_EXISTED`), else its default."""
+        values = {**BEFORE_IT_EXISTED, **values}
         score = dict(values.pop("score", None) or {})
         for name in (f.name for f in fields(ScoreSettings)):
             if f"score_{name}" in values:

@@ -207,7 +207,8 @@ class Training:
                                                   step, err)
 
     def restore(self, path) -> None:
-        """Continue from a checkpoint; one written before a setting existed counts that setting as its default."""
+        """Continue from a checkpoint; one written before a setting existed counts that setting as it ran then
+        (`PruneConfig.from_dict`)."""
         state = checkpoint.load(path)
         state["config"] = PruneConfig.from_dict(state["config"]).to_dict()
         checkpoint.check_compatible(state, self.config.to_dict(), self.graph.num_edges, self.data_hash, path)
