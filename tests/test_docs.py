@@ -94,7 +94,7 @@ def workspace(tmp_path_factory) -> Path:
                                          max_position_embeddings=256))
     llama.save_pretrained(root / "path/to/CodeLlama-13b-Instruct-hf")
     boolean.save_pretrained(root / "path/to/CodeLlama-13b-Instruct-hf")
-    for name in ("ci", "configs", "bench", "scripts"):
+    for name in ("ci", "configs", "bench", "scripts", "trained_models", "compiled_models"):
         (root / name).symlink_to(ROOT / name)
     (root / "docs" / "measurements").mkdir(parents=True)
     (root / "my_prog.py").write_text("from tracr.compiler import lib\nfrom tracr.rasp import rasp\n\n\n"

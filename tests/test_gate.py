@@ -91,3 +91,18 @@ def test_gate_has_help():
     with pytest.raises(SystemExit) as info:
         main(["gate", "--help"])
     assert info.value.code == 0
+
+
+def test_the_gate_runs_a_trained_model_as_prune_runs_it(tmp_path, capsys):
+    """A trained model's directory in `programs` is recovered with `epverify prune`'s estimator and defaults and
+    compared with its card's circuit; "trained" names every shipped one."""
+    from epverify.trained.card import ROOT as TRAINED
+    from epverify.trained.card import shipped
+
+    config = QUICK.replace('["count", "shift_by"]', f'["{TRAINED / "first_token_gpt2"}"]')
+    out = tmp_path / "report.json"
+    assert main(["gate", _write(tmp_path, config), "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["program"] == "first_token_gpt2" and run["exact"] and run["estimator"] == "pathwise"
+    assert load_config(_write(tmp_path, config.replace(f'["{TRAINED / "first_token_gpt2"}"]', '"trained"'))) \
+        .programs == [str(p) for p in shipped()]

@@ -67,3 +67,31 @@ def test_dangling_edges_are_dropped_before_comparing(tracr_zoo):
     truth = {tuple(e) for e in model.ground_truth["interchange"]["edges"]}
     dangling = next(e for e in graph.edges if e not in truth and prune_dangling(graph, truth | {e}) == truth)
     assert recovery_results(lambda masked, data, ablation: truth | {dangling}, programs=[model])[0].exact
+
+
+def test_trained_models_go_through_the_protocol_against_their_cards(assert_recovers):
+    """A trained model's directory (or "trained") is a program like any other: the method gets the masked Hugging
+    Face model and the card's dataset, and its edges are compared with the card's circuit. Here the method is
+    leave-one-out (keep each edge whose removal alone raises the loss by more than 1e-3 nats), which finds
+    first_token_gpt2's two-edge circuit; a method that keeps nothing fails with the card's edges named."""
+    from epverify.eval.evaluator import Evaluator
+    from epverify.trained.card import ROOT
+
+    def leave_one_out(masked, data, ablation):
+        evaluator = Evaluator(masked, data, ablation)
+        full = torch.ones(masked.graph.num_edges)
+        scores = torch.empty(masked.graph.num_edges)
+        for i in range(masked.graph.num_edges):
+            mask = full.clone()
+            mask[i] = 0.0
+            scores[i] = evaluator.mean_loss(mask) - 1e-3
+        return scores
+
+    results = assert_recovers(leave_one_out, programs=[ROOT / "first_token_gpt2"], ablation="interchange")
+    assert [r.program for r in results] == ["first_token_gpt2"] and len(results[0].truth) == 2
+
+    def no_edges(masked, data, ablation):
+        return set()
+
+    with pytest.raises(AssertionError, match=r"(?s)recovered 0/1.*first_token_gpt2.*missing"):
+        assert_recovers(no_edges, programs=[ROOT / "first_token_gpt2"])

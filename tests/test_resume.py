@@ -58,8 +58,8 @@ def test_resumed_training_equals_uninterrupted(tmp_path, estimator):
 
 def test_a_checkpoint_from_before_the_nested_config_resumes(tmp_path):
     """Checkpoints written before the score estimator's settings were nested (flat `score_gate`, ...) and before
-    later settings existed resume: a missing field counts as what runs did before it existed, and the run ends where an uninterrupted
-    one does."""
+    later settings existed resume: a missing field counts as what runs did before it existed, and the run ends
+    where an uninterrupted one does."""
     model = CompiledModel.load(zoo.ROOT / "hist")
     adapter, data = wrap(model).adapter, tracr_data(model)
     config = PruneConfig(**{**TRACR_CONFIG.__dict__, "steps": 20, "warmup_steps": 10})

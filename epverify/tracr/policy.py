@@ -33,6 +33,8 @@ TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=500, warmup_steps=250, lr
 # the gate does not let the price push down an edge whose running estimate outweighs it (`score.hold`).
 TRACR_ZERO_CONFIG = replace(TRACR_CONFIG, gate_temperature=0.1, lr=0.05, steps=700, warmup_steps=350,
                             max_edge_price=0.01, score=ScoreSettings(gate=2.0, decay=0.99, samples=4, hold=True))
+
+
 def tracr_config(ablation: str) -> PruneConfig:
     """The recovery preset for Tracr programs under this ablation (its `ablation` field set)."""
     return replace(TRACR_ZERO_CONFIG if ablation == "zero" else TRACR_CONFIG, ablation=ablation)
