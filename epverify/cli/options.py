@@ -60,6 +60,8 @@ TRAINING = (
            DEFAULTS.ablation, choices=ABLATIONS),
     Option("max_edge_price", "ceiling on the sparsity term's pull on one edge, in nats per position (0: none)",
            DEFAULTS.max_edge_price, float),
+    Option("log_alpha_bound", "keep every log-alpha within [-B, B], so that no gate saturates out of reach (0: none)",
+           DEFAULTS.log_alpha_bound, float),
     Option("redundancy_tolerance", "extraction drops kept edges the binary circuit does not need while its loss"
                                    " rises by at most this much in all, in nats per position (0: no pass)",
            DEFAULTS.redundancy_tolerance, float),

@@ -73,6 +73,12 @@ class PruneConfig:
     # it passes what any edge is worth; with a target below 1 it binds only when holding the target would price
     # edges above it (then the run warns that its sparsity ended short of the target). docs/recovery.md.
     max_edge_price: float = 0.01
+    # Log-alphas are kept within [-bound, bound] after each step (0: unbounded, the default). Past about 10 a gate is
+    # open (or shut) on every sample and its sparsity gradient falls below Adam's epsilon, so an edge that drifted
+    # there stays whatever the objective later says: an edge no output needs, pushed up while the sparsity ran
+    # ahead of its ramp, then outranks the circuit. A bound of 10 frees such edges but also exposes edges whose
+    # pathwise gradient is weak to the pruning pressure: docs/recovery.md, "Trained models", has both measured.
+    log_alpha_bound: float = 0.0
     # Extraction's last step (`eval.extraction`): in ascending order of log-alpha, drop each kept edge the binary
     # circuit does not need while its loss rises by at most this much in all (nats per position; 0: no pass), for
     # circuits of at most `redundancy_max_edges` edges (the pass runs the model once per kept edge).
@@ -110,6 +116,8 @@ class PruneConfig:
         if self.score.hold and (self.estimator != "score" or not self.score.gate > 0):
             raise EpverifyError("the score estimator's hold (score_hold) acts on its gate: set estimator='score'"
                                 " and a score gate above 0, or hold=False")
+        if not self.log_alpha_bound >= 0.0:
+            raise EpverifyError(f"log_alpha_bound ({self.log_alpha_bound}) must be 0 (unbounded) or positive")
         if not self.max_edge_price >= 0.0:
             raise EpverifyError(f"max_edge_price ({self.max_edge_price}) must be 0 (no ceiling) or positive")
         if not self.redundancy_tolerance >= 0.0 or self.redundancy_max_edges < 0:

@@ -149,6 +149,10 @@ class Training:
         self.estimator.after_backward(self.params)
         last_good = [p.detach().clone() for p in (*self.params, lambdas)]
         self.mask_opt.step()
+        if self.config.log_alpha_bound > 0:
+            with torch.no_grad():
+                for p in self.params:
+                    p.clamp_(-self.config.log_alpha_bound, self.config.log_alpha_bound)
         self.lambda_opt.step()
         self.sparsity.cap(gap.detach())
         if not all(torch.isfinite(p).all() for p in (*self.params, lambdas)):

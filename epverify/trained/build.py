@@ -25,16 +25,16 @@ SPECS: tuple[Spec, ...] = (
     Spec("count_llama", "count_causal", "llama", n_heads=4, n_kv_heads=2),
     Spec("count_gpt2", "count_causal", "gpt2", n_heads=2, n_kv_heads=2),
     Spec("hist_llama", "hist_causal", "llama", n_heads=4, n_kv_heads=4),
+    Spec("hist_gpt2", "hist_causal", "gpt2", n_heads=2, n_kv_heads=2),
     Spec("shift_gpt2", "shift_by_one_causal", "gpt2", n_heads=2, n_kv_heads=2),
     Spec("first_token_gpt2", "first_token_causal", "gpt2", n_heads=2, n_kv_heads=2),
     Spec("count_parity_llama", "count_parity_causal", "llama", n_heads=4, n_kv_heads=2, steps=3000),
     Spec("detect_ab_gpt2", "detect_ab_causal", "gpt2", n_heads=2, n_kv_heads=2, steps=3000),
-    Spec("sum_neighbours_gpt2", "sum_neighbours_causal", "gpt2", n_heads=2, n_kv_heads=2, steps=3000),
     Spec("open_exceeds_close_llama", "open_exceeds_close_causal", "llama", n_heads=4, n_kv_heads=2, steps=4000),
     Spec("open_exceeds_close_gpt2", "open_exceeds_close_causal", "gpt2", n_heads=4, n_kv_heads=4, steps=4000),
     Spec("detect_abc_gpt2", "detect_pattern_causal", "gpt2", n_heads=4, n_kv_heads=4, steps=4000),
-    Spec("shuffle_dyck_gpt2", "shuffle_dyck_causal", "gpt2", n_heads=4, n_kv_heads=4, steps=5000),
 )
+# Tried and not shipped (docs/trained.md): sum_neighbours_causal on GPT-2 (accuracy 0.66 after 3,000 steps).
 BY_NAME = {spec.name: spec for spec in SPECS}
 
 
