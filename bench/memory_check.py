@@ -5,7 +5,8 @@
 Measured: the model's weights plus the peak bytes torch's CPU allocator held during `prune` (two steps, the
 precomputations included), read from torch.profiler's memory events (`epverify.scale.memory.measure_cpu_peak`): the CPU
 counterpart of torch.cuda.max_memory_allocated. Predicted: `epverify.scale.memory.estimate` for the same shape.
-Batches as bench/scale.py's (Boolean Expressions-shaped, 64-72 tokens), float32, one thread.
+Batches as bench/scale.py's (Boolean Expressions-shaped, 64-72 tokens), float32, one thread; a batch shown as
+16/4 runs 16 rows per step in micro-batches of 4 (`PruneConfig.micro_batch_size`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ CONFIGS = {
 }
 
 
-def measure(name: str, batch: int, checkpoint: bool) -> dict:
+def measure(name: str, batch: int, checkpoint: bool, micro: int = 0) -> dict:
+    """One row: `micro` rows per pass (`PruneConfig.micro_batch_size`; 0: the whole batch at once)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(**CONFIGS[name], max_position_embeddings=256)
@@ -51,12 +53,14 @@ def measure(name: str, batch: int, checkpoint: bool) -> dict:
     data = boolean_shaped_batch(config.vocab_size, batch, 0, "cpu")
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     prune_config = PruneConfig(target_sparsity=0.5, steps=2, warmup_steps=2, batch_size=batch,
-                               checkpoint_layers=checkpoint)
+                               checkpoint_layers=checkpoint, micro_batch_size=micro)
     _, peak = memory.measure_cpu_peak(lambda: prune(masked.adapter, data, prune_config))
-    predicted = memory.estimate(config, batch, data.input_ids.shape[1], torch.float32, checkpoint=checkpoint)
+    predicted = memory.estimate(config, batch, data.input_ids.shape[1], torch.float32, checkpoint=checkpoint,
+                                micro_batch=micro)
     measured = weights + peak
-    return {"config": name, "batch": batch, "checkpoint": checkpoint, "measured_mib": round(measured / 2**20, 1),
-            "predicted_mib": round(predicted.total / 2**20, 1), "ratio": round(predicted.total / measured, 3)}
+    return {"config": name, "batch": batch, "micro_batch": micro, "checkpoint": checkpoint,
+            "measured_mib": round(measured / 2**20, 1), "predicted_mib": round(predicted.total / 2**20, 1),
+            "ratio": round(predicted.total / measured, 3)}
 
 
 def main(argv=None) -> list[dict]:
@@ -69,10 +73,11 @@ def main(argv=None) -> list[dict]:
           f"{'predicted/measured':>18s}")
     for name in CONFIGS:
         for checkpoint in (True, False):
-            for batch in (4, 16):
-                r = measure(name, batch, checkpoint)
+            for batch, micro in ((4, 0), (16, 0), (16, 4)):
+                r = measure(name, batch, checkpoint, micro)
                 rows.append(r)
-                print(f"{name:9s} {batch:5d} {str(checkpoint):>10s} {r['measured_mib']:12.1f} "
+                shown = f"{batch}/{micro}" if micro else str(batch)
+                print(f"{name:9s} {shown:>5s} {str(checkpoint):>10s} {r['measured_mib']:12.1f} "
                       f"{r['predicted_mib']:13.1f} {r['ratio']:18.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:

@@ -96,17 +96,18 @@ def check_examples(encoded, min_examples: int | None) -> None:
 def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, out_dir: str | Path,
                   n_examples: int = 256, task_options: dict | None = None, progress=None,
                   checkpoint_every: int = 0, resume: bool = False, draw: bool = True, on_ready=None,
-                  min_examples: int | None = None) -> Circuit:
+                  min_examples: int | None = None, device="auto", dtype="auto") -> Circuit:
     """Prune a local checkpoint on a task and write the run into out_dir (module docstring). `on_ready()` is called
     once the model, tokenizer and examples are loaded and checked, before anything is written. Returns the circuit
-    (metrics filled in). An empty circuit, and a sparsity far from a target below 1, are warned about."""
+    (metrics filled in). An empty circuit, and a sparsity far from a target below 1, are warned about. device and
+    dtype: as `epverify.scale.device` resolves them (auto: the GPU when there is one)."""
     config.validate()
     out = check_run_dir(out_dir, resume=resume, overwrite=True)
     task = None if task_name == CARD_TASK else get_task(task_name, **(task_options or {}))
-    parallel = distributed.setup()  # one process, unless started by `accelerate launch` (see docs/scale.md)
+    parallel = distributed.setup(device=device)  # one process, unless started by `accelerate launch` (docs/scale.md)
     config = parallel.adjust(config)
     with Outputs(out) if parallel.is_main else nullcontext() as outputs:  # locked: one command writes `out`
-        masked = parallel.wrap_pretrained(model_path)
+        masked = parallel.wrap_pretrained(model_path, dtype)
         if task is None:  # --task card: the dataset of a trained model's card
             encoded = card_examples(masked, model_path)
         else:

@@ -120,6 +120,14 @@ CASES = {
     "tokenizer of another model": (lambda w: p(w, model="small_vocab"), "does not belong to this model"),
     "prompt longer than the model's context": (lambda w: p(w, model="short_context"),
                                                "longer than the 4 positions the model takes"),
+    # device and dtype (this test runs where torch sees no GPU; see tests/test_device.py for the rest)
+    "a GPU asked for where there is none": (lambda w: p(w, "--device", "cuda"), "torch sees no GPU here"),
+    "a device that is not one": (lambda w: p(w, "--device", "gpu0"), "not a device"),
+    "a device epverify does not run on": (lambda w: p(w, "--device", "mps"), "the CPU or a CUDA GPU"),
+    "an unknown dtype": (lambda w: p(w, "--dtype", "float8"), "invalid choice"),
+    "evaluate on a GPU that is not there": (lambda w: ["evaluate", "--model", str(w / "gpt2"), "--task", "ioi",
+                                                       "--circuit", str(w / "finished" / "circuit.json"),
+                                                       "--device", "cuda:1"], "torch sees no GPU here"),
     # task and data
     "unknown task": (lambda w: p(w, task="ioj"), "unknown task 'ioj'"),
     "jsonl task without --data": (lambda w: p(w, task="jsonl"), "--data FILE.jsonl"),

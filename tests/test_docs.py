@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,14 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _run(argv, cwd: Path, where: str) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # one torch thread, as the rest of the suite (conftest.py): a second one only spins against the other jobs
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "OMP_NUM_THREADS": os.environ.get("EPVERIFY_TEST_THREADS", "1")}
+    started = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if os.environ.get("EPVERIFY_DOCS_TIMES"):
+        with open(os.environ["EPVERIFY_DOCS_TIMES"], "a") as fh:
+            fh.write(f"{time.perf_counter() - started:8.1f}s  {where}\n")
     assert done.returncode == 0, f"{where}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 

@@ -40,6 +40,13 @@ def test_estimate_is_within_25_percent_of_the_measured_cpu_peak(name, batch, che
     assert 0.75 < row["ratio"] < 1.25, row
 
 
+def test_micro_batches_lower_the_measured_peak_and_the_estimate_follows():
+    whole = memory_check.measure("small", 16, False)
+    parts = memory_check.measure("small", 16, False, micro=4)
+    assert parts["measured_mib"] < 0.6 * whole["measured_mib"], (parts, whole)
+    assert 0.75 < parts["ratio"] < 1.25, parts
+
+
 def test_measure_cpu_peak_counts_live_tensors_not_freed_ones():
     def work():
         a = torch.zeros(2**20)  # 4 MiB

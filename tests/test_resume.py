@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -54,6 +55,22 @@ def test_resumed_training_equals_uninterrupted(tmp_path, estimator):
     assert torch.equal(full.edge_log_alpha, resumed.edge_log_alpha)
     assert torch.equal(full.lambdas, resumed.lambdas)
     assert full.history == resumed.history
+
+
+def test_a_run_resumes_with_other_micro_batches_and_layer_checkpointing(tmp_path):
+    """Settings that change only a step's memory may change on resume (after running out of memory, say); the run
+    ends where an uninterrupted one does."""
+    model = CompiledModel.load(zoo.ROOT / "hist")
+    adapter, data = wrap(model).adapter, tracr_data(model)
+    config = PruneConfig(steps=12, warmup_steps=8, batch_size=16, lr=0.1, lambda_lr=0.1, per_example_masks=True)
+    full = prune(adapter, data, config)
+    path = tmp_path / "ck.pt"
+    with pytest.raises(_Stop):
+        prune(adapter, data, config, progress=_stop_at(7), checkpoint_path=path, checkpoint_every=5)
+    smaller = replace(config, micro_batch_size=5, checkpoint_layers=True)
+    resumed = prune(adapter, data, smaller, checkpoint_path=path, resume=True)
+    assert torch.allclose(full.edge_log_alpha, resumed.edge_log_alpha, rtol=0, atol=1e-4)
+    assert len(resumed.history) == len(full.history)
 
 
 def test_a_checkpoint_from_before_the_nested_config_resumes(tmp_path):

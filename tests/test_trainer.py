@@ -83,3 +83,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_masks():
     assert len(result.history) == 3 and torch.isfinite(result.edge_log_alpha).all()
     assert not torch.equal(result.edge_log_alpha, hard_concrete.init_log_alpha(adapter.graph.num_edges,
                                                                        torch.Generator().manual_seed(0)))
+
+
+def test_micro_batches_need_the_pathwise_estimator():
+    with pytest.raises(EpverifyError, match="only the pathwise estimator"):
+        _config(micro_batch_size=4, estimator="score").validate()
+    with pytest.raises(EpverifyError, match="micro_batch_size"):
+        _config(micro_batch_size=-1).validate()

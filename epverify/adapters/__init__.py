@@ -69,13 +69,17 @@ def wrap(model) -> MaskedModel:
 
 
 def wrap_pretrained(
-    path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+    path: str | Path, dtype: str | torch.dtype | None = "auto", device: str | torch.device | None = "auto"
 ) -> MaskedModel:
     """Load a causal LM from a local directory (`AutoModelForCausalLM.from_pretrained`) and wrap it.
 
-    dtype: the weights' dtype (None keeps the checkpoint's); device: where to put the model (None: CPU).
+    device: "auto" (the GPU when one is visible), "cpu", "cuda" or "cuda:N"; dtype: "auto" (bfloat16 on a GPU for
+    a checkpoint stored in 16 bits, else float32), "float32", "bfloat16", "float16" or a torch dtype
+    (`epverify.scale.device`; None means auto).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..scale.device import placement
 
     path = Path(path)
     if not path.is_dir():
@@ -91,9 +95,8 @@ def wrap_pretrained(
             f"unsupported architecture {config.model_type!r} in {str(path)!r}:"
             f" supported are {_supported_text()}"
         )
-    kwargs = {"local_files_only": True}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    device, dtype = placement(path, device, dtype)
+    kwargs = {"local_files_only": True, "dtype": dtype}
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
         raise EpverifyError(f"no weights in {path}: expected model.safetensors (or pytorch_model.bin, or their shards)"
                             " beside config.json; save the model with model.save_pretrained(path)")
@@ -106,9 +109,7 @@ def wrap_pretrained(
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise EpverifyError(f"cannot read the weights in {path} ({type(err).__name__}: {reason}): the file is"
                             " incomplete or corrupt; save the model again with save_pretrained") from None
-    if device is not None:
-        model = model.to(device)
-    return wrap(model)
+    return wrap(model.to(device))
 
 
 __all__ = ["MaskedModel", "SUPPORTED", "adapter_for", "wrap", "wrap_pretrained"]

@@ -17,7 +17,7 @@ from ..core.engine import ABLATIONS
 from ..errors import EpverifyError
 from ..io.outputs import check_not_input, write_new
 from .command import Command
-from .options import DEFAULTS, MODEL, TASK, Option, check_task_settings, task_options
+from .options import DEFAULTS, MODEL, PLACEMENT, TASK, Option, check_task_settings, task_options
 
 REQUIRED = ("model", "task", "circuit")
 
@@ -41,7 +41,7 @@ def cmd_evaluate(settings) -> int:
     check_circuit_file(settings.circuit)
     if settings.json:
         check_not_input(settings.json, settings.circuit, settings.data, settings.model)
-    masked = wrap_pretrained(settings.model)
+    masked = wrap_pretrained(settings.model, dtype=settings.dtype, device=settings.device)
     circuit, kind = read_circuit_file(settings.circuit, masked.graph, d_model=masked.adapter.d_model)
     ablation = settings.ablation or circuit.ablation
     if not circuit.edges and circuit.scores:
@@ -84,7 +84,7 @@ COMMAND = Command(
     "Run a circuit (epverify's circuit JSON or an EAP-IG Graph JSON) on a local Hugging Face checkpoint with every"
     " other edge ablated, and report the task's metrics against the full model: KL, logit difference, accuracy,"
     " exact match. A circuit made for another model is refused with the difference named.",
-    (MODEL, *TASK,
+    (MODEL, *PLACEMENT, *TASK,
      Option("circuit", "circuit file: epverify's circuit.json or an EAP-IG Graph JSON", metavar="FILE"),
      Option("ablation", "how removed edges are ablated (default: the circuit's own; interchange for EAP-IG files)",
             choices=ABLATIONS),

@@ -39,6 +39,13 @@ CIRCUIT_FILE = Option("circuit", "circuit file: epverify's circuit.json or an EA
 
 MODEL = Option("model", "local checkpoint directory (config, weights, tokenizer) written by save_pretrained")
 
+PLACEMENT = (
+    Option("device", "where the model runs: auto (the GPU when torch sees one), cpu, cuda or cuda:N", "auto",
+           metavar="DEVICE"),
+    Option("dtype", "the weights' dtype: auto (bfloat16 on a GPU for a checkpoint stored in 16 bits, else float32),"
+                    " float32, bfloat16 or float16", "auto", choices=("auto", "float32", "bfloat16", "float16")),
+)
+
 TASK = (
     Option("task", "ioi, greater-than, gendered-pronouns (gp), boolean-expressions (boolean), jsonl, or card (a"
                    " trained model's own dataset)"),
@@ -56,6 +63,8 @@ TRAINING = (
     Option("lr", "learning rate of the edge masks", DEFAULTS.lr, float),
     Option("lambda_lr", "learning rate of the Lagrange multipliers", DEFAULTS.lambda_lr, float),
     Option("batch_size", "examples per step", DEFAULTS.batch_size, int),
+    Option("micro_batch_size", "run a step's examples this many at a time, adding up their gradients (same step,"
+                               " less memory; 0: all at once)", DEFAULTS.micro_batch_size, int),
     Option("ablation", "what a removed edge carries: the corrupted input's value, zero, the mean, or a resample",
            DEFAULTS.ablation, choices=ABLATIONS),
     Option("max_edge_price", "ceiling on the sparsity term's pull on one edge, in nats per position (0: none)",

@@ -10,7 +10,7 @@ from ..errors import EpverifyError
 from ..io.outputs import check_not_input
 from .command import Command, resolve
 from .config import config_values, read_toml, toml_value, write_toml
-from .options import MODEL, RUN, TASK, TRAINING, check_task_settings, task_options
+from .options import MODEL, PLACEMENT, RUN, TASK, TRAINING, check_task_settings, task_options
 
 RUN_CONFIG = "run.toml"  # the resolved config of a prune run, saved in its --out directory
 REQUIRED = ("model", "task", "out")
@@ -94,7 +94,8 @@ def run(settings) -> int:
         circuit = prune_on_task(settings.model, settings.task, config, out, n_examples=settings.examples,
                                 task_options=task_options(settings), progress=progress,
                                 checkpoint_every=settings.checkpoint_every, resume=resume, draw=not settings.no_draw,
-                                on_ready=ready, min_examples=settings.min_examples)
+                                on_ready=ready, min_examples=settings.min_examples, device=settings.device,
+                                dtype=settings.dtype)
     except Interrupted as err:
         if progress is not None:
             progress.close()
@@ -126,6 +127,6 @@ COMMAND = Command(
     "Run Edge Pruning on a local Hugging Face checkpoint for a task. Writes into --out: run.toml (the resolved"
     " config), checkpoint.pt (every --checkpoint-every steps), metrics.json, circuit.png/svg, training.png and,"
     " last, circuit.json.",
-    (MODEL, *TASK, *TRAINING, *RUN),
+    (MODEL, *PLACEMENT, *TASK, *TRAINING, *RUN),
     run,
 )

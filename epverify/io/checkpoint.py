@@ -62,11 +62,15 @@ def load(path: str | Path) -> dict:
 
 
 def check_compatible(state: dict, config: dict, num_edges: int, data_hash: str, path: str | Path) -> None:
-    """Refuse to continue a checkpoint under a different configuration, model graph or dataset."""
+    """Refuse to continue a checkpoint under a different configuration, model graph or dataset (settings that
+    change only the memory a step takes, `train.config.MEMORY_ONLY`, may differ)."""
+    from ..train.config import MEMORY_ONLY
+
     if state["num_edges"] != num_edges:
         raise EpverifyError(f"checkpoint {path} was made for a graph of {state['num_edges']} edges, this model has"
                             f" {num_edges}: resume with the model the run started with")
-    changed = sorted(k for k in set(config) | set(state["config"]) if config.get(k) != state["config"].get(k))
+    changed = sorted(k for k in set(config) | set(state["config"])
+                     if config.get(k) != state["config"].get(k) and k not in MEMORY_ONLY)
     if changed:
         detail = ", ".join(f"{k}: {state['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
         raise EpverifyError(f"checkpoint {path} was made with a different configuration ({detail}): resume with"

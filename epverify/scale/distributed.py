@@ -184,13 +184,18 @@ class Parallel:
         return flat[-1]
 
     # ----- the model ---------------------------------------------------------------------------------------
-    def wrap_pretrained(self, path: str | Path):
-        """Load a local checkpoint in the launch's dtype, shard its decoder layers (FSDP) and put it on this
-        process's device; a MaskedModel as `epverify.adapters.wrap_pretrained` returns."""
+    def wrap_pretrained(self, path: str | Path, dtype="auto"):
+        """Load a local checkpoint (dtype: as `epverify.scale.device` resolves it on this process's device; the
+        launch's mixed precision when auto), shard its decoder layers (FSDP) and put it on this process's device;
+        a MaskedModel as `epverify.adapters.wrap_pretrained` returns."""
         from ..adapters import wrap_pretrained
         from ..core.masked import MaskedModel
+        from .device import resolve_dtype, stored_dtype
 
-        masked = wrap_pretrained(path, dtype=self.settings.dtype)  # host memory first: only shards move
+        if dtype in (None, "auto") and self.settings.dtype is not None:
+            dtype = self.settings.dtype
+        dtype = resolve_dtype(dtype, self.device, stored_dtype(path))
+        masked = wrap_pretrained(path, dtype=dtype, device="cpu")  # host memory first: only shards move
         if self.sharded:
             shards = LayerShards(masked.adapter, self)
             masked.adapter.model.to(self.device)  # the replicated weights; shards are held by LayerShards
@@ -223,11 +228,18 @@ class Parallel:
             self.group = None
 
 
-def setup(settings: LaunchSettings | None = None) -> Parallel:
-    """This process's Parallel, joining the process group when launched with several processes."""
+def setup(settings: LaunchSettings | None = None, device="auto") -> Parallel:
+    """This process's Parallel on the device asked for (`epverify.scale.device.resolve_device`: under a launch,
+    the process's own), joining the process group when launched with several processes."""
+    from .device import resolve_device
+
     settings = LaunchSettings.from_env() if settings is None else settings
-    use_gpu = settings.launched and not settings.use_cpu and torch.cuda.is_available()
-    device = torch.device("cuda", settings.local_rank) if use_gpu else torch.device("cpu")
+    launched = None
+    if settings.launched:
+        use_gpu = not settings.use_cpu and torch.cuda.is_available()
+        launched = torch.device("cuda", settings.local_rank) if use_gpu else torch.device("cpu")
+    device = resolve_device(device, launched)
+    use_gpu = device.type == "cuda"
     parallel = Parallel(settings, device)
     if settings.world_size > 1:
         import torch.distributed as dist

@@ -79,7 +79,8 @@ def sharded_layer_parameters(s: Shape) -> int:
 
 
 def estimate(config, batch: int, seq_len: int, dtype: torch.dtype = torch.float32,
-             checkpoint: bool = True, examples: int | None = None, shards: int = 1) -> Estimate:
+             checkpoint: bool = True, examples: int | None = None, shards: int = 1,
+             micro_batch: int = 0) -> Estimate:
     """Predicted peak bytes of one pruning step (interchange ablation) in one process, and its parts.
 
     `batch`: the rows this process runs (under `accelerate launch`, its share of the global batch).
@@ -87,9 +88,13 @@ def estimate(config, batch: int, seq_len: int, dtype: torch.dtype = torch.float3
     whether the trainer caches the corrupted runs of the whole dataset (then a batch's rows are a second copy).
     `shards`: processes the decoder layers are sharded over (FSDP, epverify.scale.distributed): each holds 1/shards
     of them and one layer gathered at a time; embeddings, unembedding and output projections stay whole.
+    `micro_batch`: rows run in one pass (`PruneConfig.micro_batch_size`; 0: the whole batch): every activation
+    term is then that of a micro-batch, since each part's activations are freed before the next part runs.
     Checked against measurement in tests/test_memory_and_scale.py and docs/benchmarks.md.
     """
     s = config if isinstance(config, Shape) else shape_of(config)
+    examples = batch if examples is None else examples  # the cache of ablated runs covers them all
+    batch = min(batch, micro_batch) if micro_batch > 0 else batch
     width = torch.empty((), dtype=dtype).element_size()
     residual = batch * seq_len * s.d_model
     head_outputs = batch * seq_len * s.n_heads * s.head_dim

@@ -20,6 +20,9 @@ ESTIMATORS = ("pathwise", "score")
 WARMUP_FRACTION = 5 / 6  # the warm-up's share of the steps when it is not given
 # What a setting was before it existed, where its default is not that: a checkpoint written then ran without it.
 BEFORE_IT_EXISTED = {"max_edge_price": 0.0}
+# Settings that change how much memory a step takes, not what it computes: a run may resume with other values
+# (e.g. micro-batches after running out of memory).
+MEMORY_ONLY = ("micro_batch_size", "checkpoint_layers")
 
 
 @dataclass
@@ -48,6 +51,9 @@ class PruneConfig:
     lr: float = 0.8  # log-alphas
     lambda_lr: float = 0.8
     batch_size: int = 32
+    # Rows run in one pass (0: the whole batch at once). Smaller runs the step's rows in parts with the same sampled
+    # masks, adding up their gradients before the optimizer step: the same step with less activation memory.
+    micro_batch_size: int = 0
     ablation: str = "interchange"
     node_masks: bool = False
     seed: int = 0
@@ -105,6 +111,12 @@ class PruneConfig:
             if not (value >= 0 and math.isfinite(value)):
                 raise EpverifyError(f"{name} ({value}) must be a number >= 0 (0 freezes it), e.g. "
                                     f"{getattr(PruneConfig, name)}")
+        if self.micro_batch_size < 0:
+            raise EpverifyError(f"micro_batch_size ({self.micro_batch_size}) must be 0 (the whole batch in one pass)"
+                                " or a number of rows")
+        if self.micro_batch_size and self.estimator != "pathwise":
+            raise EpverifyError("micro-batches split the backward through the model, which only the pathwise"
+                                " estimator runs: drop micro_batch_size or use estimator='pathwise'")
         if self.estimator not in ESTIMATORS:
             raise EpverifyError(f"unknown estimator {self.estimator!r}: choose pathwise or score")
         if not 0.0 < self.example_focus <= 1.0:

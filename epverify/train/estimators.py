@@ -60,9 +60,27 @@ class Pathwise(Estimator):
         if draws:  # every process draws the whole batch's masks (same generator) and keeps its rows
             edge_mask, node_mask = edge_mask[rows], None if node_mask is None else node_mask[rows]
         index, scale = index[rows], scale[rows]
-        outputs = self.evaluator.run(edge_mask, index, node_mask, checkpoint=config.checkpoint_layers)
-        faithfulness = (self.evaluator.loss_per_row(outputs, index) * scale.to(outputs.device)).sum()
-        return faithfulness, faithfulness
+        size = config.micro_batch_size
+        if not size or size >= len(index):
+            faithfulness = self._faithfulness(edge_mask, node_mask, index, scale)
+            return faithfulness, faithfulness
+        # Micro-batches: the masks are sampled once, above; each part's backward stops at a detached copy of them
+        # (its activations are freed before the next part runs) and adds up there. The surrogate then carries the
+        # summed gradient from the masks on to the log-alphas: d(sum m * g)/d(log-alpha) = g * dm/d(log-alpha).
+        masks = [m for m in (edge_mask, node_mask) if m is not None]
+        leaves = [m.detach().requires_grad_() for m in masks]
+        faithfulness = torch.zeros((), device=masks[0].device)
+        for part in torch.arange(len(index)).split(size):
+            picked = [leaf[part] if draws else leaf for leaf in leaves]
+            value = self._faithfulness(picked[0], picked[1] if len(picked) > 1 else None, index[part], scale[part])
+            value.backward()
+            faithfulness = faithfulness + value.detach().to(faithfulness.device)
+        surrogate = sum((m * leaf.grad).sum() for m, leaf in zip(masks, leaves) if leaf.grad is not None)
+        return faithfulness, surrogate
+
+    def _faithfulness(self, edge_mask, node_mask, index, scale) -> torch.Tensor:
+        outputs = self.evaluator.run(edge_mask, index, node_mask, checkpoint=self.config.checkpoint_layers)
+        return (self.evaluator.loss_per_row(outputs, index) * scale.to(outputs.device)).sum()
 
 
 def _noise(shape, generator, device) -> torch.Tensor:
