@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/epverify recover all
 
+# one worker per core (at most 4), each test on one torch thread (conftest.py): the suite's long tests run side by side
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4
 
 zoo: $(STAMP)
 	$(BIN)/python -m epverify.tracr.build

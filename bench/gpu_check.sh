@@ -1,14 +1,46 @@
 #!/usr/bin/env bash
-# The GPU measurements of docs/benchmarks.md in one go, for a short loan of one GPU (about 5 minutes on an H100):
-# the Hugging Face step ratios on the GPU, then the CodeLlama-13B-shaped pruning step. Figures go to $OUT.
+# The GPU measurements of docs/benchmarks.md in one go, for a short loan of one GPU (about 6 minutes on an H200).
+# Each part writes its JSON to $OUT as soon as it ends, so a cut run still reports what it reached:
+#   1. `epverify prune` through the command line on a saved small Llama, the device chosen by --device auto
+#   2. the Hugging Face step ratios on the GPU (bench/step.py)
+#   3. the CodeLlama-13B-shaped step at 32 rows, in one pass and in micro-batches of 8 (peak memory vs the estimate)
+#   4. the CodeLlama-34B-shaped step (48 layers, 64 heads, 8 KV heads) at 32 rows in micro-batches of 4
 #     OUT=/tmp/gpu bash bench/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/epverify-gpu}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-$PY -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers',
-transformers.__version__, 'accelerate', accelerate.__version__)" | tee -a "$OUT/gpu.txt"
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+    | tee -a "$OUT/gpu.txt"
+
+# 1. the CLI on a saved checkpoint, no launcher: it must say it runs on cuda
+$PY - "$OUT/small_llama" <<'PYEOF'
+import sys
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from epverify.tasks import get_task
+from epverify.tasks.tokenizer import build_word_tokenizer
+tok = build_word_tokenizer(get_task("boolean-expressions").vocabulary(), add_bos=True)
+torch.manual_seed(0)
+LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                             num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256,
+                             dtype="bfloat16")).to(torch.bfloat16).save_pretrained(sys.argv[1])
+tok.save_pretrained(sys.argv[1])
+PYEOF
+start=$SECONDS
+timeout 120 epverify prune --model "$OUT/small_llama" --task boolean-expressions --steps 300 --batch-size 32 \
+    --quiet --no-draw --out "$OUT/cli_prune" > "$OUT/cli_prune.log" 2>&1
+echo "{\"rc\": $?, \"wall_s\": $((SECONDS - start))}" | tee "$OUT/cli_prune.json"
+grep -i "cuda\|device\|circuit:" "$OUT/cli_prune.log" | head -5
+
+# 2. step ratios
 timeout 150 $PY bench/step.py --device cuda --repeats 7 --json "$OUT/step_gpu.json" 2>&1 | tail -8
-timeout 300 $PY bench/scale.py --config codellama-13b --random-weights --batch-size 32 --steps 4 \
-    --json "$OUT/codellama13b.json" 2>&1 | tail -40
+# 3. 13B shape, one pass and micro-batches
+timeout 150 $PY bench/scale.py --config codellama-13b --random-weights --batch-size 32 --steps 4 \
+    --json "$OUT/codellama13b.json" 2>&1 | tail -20
+timeout 150 $PY bench/scale.py --config codellama-13b --random-weights --batch-size 32 --steps 4 \
+    --micro-batch-size 8 --json "$OUT/codellama13b_micro8.json" 2>&1 | tail -20
+# 4. 34B shape in micro-batches
+timeout 200 $PY bench/scale.py --config codellama-34b --random-weights --batch-size 32 --steps 3 \
+    --micro-batch-size 4 --json "$OUT/codellama34b_micro4.json" 2>&1 | tail -20

@@ -34,6 +34,10 @@ CONFIGS = {
     "codellama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                          num_key_value_heads=32, vocab_size=32016, rope_theta=1_000_000.0,
                          max_position_embeddings=16384),
+    # CodeLlama-34B: 48 layers, 64 heads, 8 KV heads (grouped), d 8192, MLP 22016, vocab 32000
+    "codellama-34b": dict(hidden_size=8192, intermediate_size=22016, num_hidden_layers=48, num_attention_heads=64,
+                          num_key_value_heads=8, vocab_size=32000, rope_theta=1_000_000.0,
+                          max_position_embeddings=16384),
     "tiny-llama": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
                        num_key_value_heads=4, vocab_size=512, max_position_embeddings=256),
 }
@@ -76,6 +80,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--random-weights", action="store_true", help="required: build the model from its config")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per step (x ~68 tokens)")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--micro-batch-size", type=int, default=0,
+                        help="rows per pass (PruneConfig.micro_batch_size; 0: the whole batch at once)")
     parser.add_argument("--memory-cap-gib", type=float,
                         help="GPU: refuse allocations beyond this many GiB (e.g. 80 on a larger card)")
     parser.add_argument("--json", help="also write the figures as JSON")
@@ -95,7 +101,8 @@ def main(argv=None) -> dict:
     data = boolean_shaped_batch(model.config.vocab_size, args.batch_size, 0, device)
     tokens = int(data.attention_mask.sum())
     seq = data.input_ids.shape[1]
-    predicted = memory.estimate(model.config, args.batch_size, seq, dtype, checkpoint=True)
+    predicted = memory.estimate(model.config, args.batch_size, seq, dtype, checkpoint=True,
+                                micro_batch=args.micro_batch_size)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -112,7 +119,7 @@ def main(argv=None) -> dict:
         print(f"step {record['step']}: {step_times[-1]:.2f} s, kl {record['faithfulness']:.4f}", flush=True)
 
     config = PruneConfig(target_sparsity=0.5, steps=args.steps, warmup_steps=args.steps, batch_size=args.batch_size,
-                         checkpoint_layers=True)
+                         checkpoint_layers=True, micro_batch_size=args.micro_batch_size)
     last[0] = time.perf_counter()
     prune(masked.adapter, data, config, progress=progress)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
@@ -123,6 +130,7 @@ def main(argv=None) -> dict:
         "dtype": str(dtype),
         "edges": masked.num_edges,
         "batch": [args.batch_size, seq],
+        "micro_batch": args.micro_batch_size,
         "tokens_per_step": tokens,
         "build_s": round(build_s, 1),
         "seconds_per_step_median": round(per_step, 3),

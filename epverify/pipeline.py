@@ -108,6 +108,9 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
     config = parallel.adjust(config)
     with Outputs(out) if parallel.is_main else nullcontext() as outputs:  # locked: one command writes `out`
         masked = parallel.wrap_pretrained(model_path, dtype)
+        if parallel.is_main:
+            print(f"model on {parallel.device}, weights in {str(masked.adapter.dtype).removeprefix('torch.')}",
+                  flush=True)
         if task is None:  # --task card: the dataset of a trained model's card
             encoded = card_examples(masked, model_path)
         else:
