@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/epverify recover all
 
-# one worker per core (at most 4), each test on one torch thread (conftest.py): the suite's long tests run side by side
+# one worker per core (at most 4), each test on one torch thread (conftest.py): the suite's long tests run side by
+# side. A file's tests stay in one worker, in order (the docs' examples build on one another, page by page).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --maxprocesses 4
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 zoo: $(STAMP)
 	$(BIN)/python -m epverify.tracr.build

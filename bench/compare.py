@@ -223,8 +223,10 @@ def main(argv=None) -> int:
 
     if args.write:
         command = "python bench/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        trained_only = all(name in TRAINED for name in names)  # its own section: the zoo's table stays
+        on = " on the trained models" if trained_only else ""
         text = "\n".join([
-            f"## Method comparison, {args.ablation} ablation (`bench/compare.py`)",
+            f"## Method comparison{on}, {args.ablation} ablation (`bench/compare.py`)",
             "",
             f"Run {datetime.date.today().isoformat()} on {platform.machine()} with 2 CPU cores "
             f"(torch {torch.__version__}, {torch.get_num_threads()} threads), {args.ablation} ablation; "
@@ -242,7 +244,7 @@ def main(argv=None) -> int:
             "",
         ] + ([f"`ref`: the induction model's reference circuit (greedy, not unique). Key edge of the"
                f" induction model: {key}."] if key else []))
-        write_section(Path(args.write), text, args.ablation)
+        write_section(Path(args.write), text, f"trained {args.ablation}" if trained_only else args.ablation)
     return 0
 
 

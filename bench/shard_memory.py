@@ -4,9 +4,10 @@
 
 Each process builds the same random Llama (d 512, MLP 4096, 4 layers, vocab 8192: weights dominate), runs two
 pruning steps on its share of a global batch of 4 with the weights replicated, then again with the decoder layers
-sharded (epverify.scale.distributed.LayerShards), and prints, per process: the weights it holds between steps, the
-measured peak (weights held + the CPU allocator's peak during `prune`, `epverify.scale.memory.measure_cpu_peak`), and
-`epverify.scale.memory.estimate` for the same shape (shards=1 or the number of processes).
+sharded (epverify.scale.distributed.LayerShards: torch FSDP2's fully_shard), and prints, per process: the weights
+it holds between steps, the measured peak (weights held + the CPU allocator's peak during `prune`,
+`epverify.scale.memory.measure_cpu_peak`), and `epverify.scale.memory.estimate` for the same shape (shards=1 or the
+number of processes).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ SHAPE = dict(hidden_size=512, intermediate_size=4096, num_hidden_layers=4, num_a
 GLOBAL_BATCH = 4
 
 
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """What this process stores of a parameter: its shard for an FSDP DTensor, else all of it."""
+    from torch.distributed.tensor import DTensor
+
+    return p.to_local() if isinstance(p, DTensor) else p
+
+
 def run(parallel: distributed.Parallel, shard: bool) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -40,12 +48,10 @@ def run(parallel: distributed.Parallel, shard: bool) -> dict:
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval().requires_grad_(False)
     masked = wrap(model)
-    held_extra = 0
     if shard:
         shards = distributed.LayerShards(masked.adapter, parallel)
         masked = MaskedModel(distributed.ShardedAdapter(masked.adapter, shards))
-        held_extra = sum(s.numel() * s.element_size() for s in shards.shards)
-    held = sum(p.numel() * p.element_size() for p in model.parameters()) + held_extra
+    held = sum(_local(p).numel() * p.element_size() for p in model.parameters())  # at rest: this process's shards
     data = boolean_shaped_batch(config.vocab_size, GLOBAL_BATCH, 0, "cpu")
     prune_config = PruneConfig(target_sparsity=0.5, steps=2, warmup_steps=2, batch_size=GLOBAL_BATCH,
                                checkpoint_layers=True)

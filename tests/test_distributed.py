@@ -1,18 +1,17 @@
 """Several processes, one pruning run: `accelerate launch` with the shipped FSDP config, on the CPU (gloo)."""
 
 import copy
-import gc
 import json
 import os
 import socket
 import subprocess
 import sys
-import weakref
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from epverify.adapters import wrap
@@ -92,8 +91,9 @@ def test_sharded_layers_compute_what_the_model_computes_one_layer_at_a_time(one_
     inner = wrap(model).adapter
     shards = LayerShards(inner, Parallel(LaunchSettings(shard=True)))
     sharded = ShardedAdapter(inner, shards)
-    # at rest a layer holds only its output projection (replicated): the rest lives in this process's shard
-    assert inner.layers[1].mlp.up_proj.weight.numel() == 0
+    # at rest a layer's weights are FSDP's DTensor shards, but its output projection (replicated) is a plain tensor
+    assert isinstance(inner.layers[1].mlp.up_proj.weight, DTensor)
+    assert not isinstance(inner.layers[1].self_attn.o_proj.weight, DTensor)
     assert inner.layers[1].self_attn.o_proj.weight.shape == (32, 32)
 
     gen = torch.Generator().manual_seed(1)
@@ -118,10 +118,12 @@ def test_sharded_layers_compute_what_the_model_computes_one_layer_at_a_time(one_
     assert gathers == 2 * 2 - 1
 
     shards.gather(0)
-    gathered = weakref.ref(inner.layers[0].mlp.up_proj.weight)
+    assert not isinstance(inner.layers[0].mlp.up_proj.weight, DTensor)  # gathered: the full weight
     shards.gather(1)
-    gc.collect()
-    assert gathered() is None and inner.layers[0].mlp.up_proj.weight.numel() == 0  # layer 0 dropped
+    assert isinstance(inner.layers[0].mlp.up_proj.weight, DTensor)  # layer 0 resharded
+    assert not isinstance(inner.layers[1].mlp.up_proj.weight, DTensor)
+    shards.release()
+    assert all(isinstance(layer.mlp.up_proj.weight, DTensor) for layer in inner.layers)
 
 
 def _family(name: str):
@@ -185,3 +187,18 @@ def test_a_config_naming_another_layer_class_is_refused():
     inner = wrap(_llama(40)).adapter
     with pytest.raises(EpverifyError, match="set fsdp_transformer_layer_cls_to_wrap: LlamaDecoderLayer"):
         LayerShards(inner, Parallel(LaunchSettings(shard=True, layer_classes=("GPT2Block",))))
+
+
+def test_a_sharded_process_holds_less_weight_memory_than_a_replicated_one():
+    """bench/shard_memory.py under torchrun, 2 processes: FSDP2 shards hold the decoder layers' half of each."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(_free_port()), str(ROOT / "bench" / "shard_memory.py")],
+                          capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 4
+    for rank in (0, 1):
+        replicated, sharded = (next(r for r in rows if r["rank"] == rank and r["sharded"] == s) for s in (False, True))
+        assert sharded["weights_held_mib"] < 0.7 * replicated["weights_held_mib"], (replicated, sharded)
+        assert sharded["peak_mib"] < replicated["peak_mib"]

@@ -8,14 +8,15 @@ share of the batch's rows, and the mask and lambda gradients are averaged across
 optimizer step. So the masks are identical in every process after every step, and equal, up to the order of
 floating-point sums, to those of one process running the whole global batch. Only process 0 prints and writes.
 
-Frozen weights. Under an FSDP config (`distributed_type: FSDP`, any sharding strategy but NO_SHARD) each
-process keeps 1/N of every decoder layer's frozen weights (`LayerShards`); the engine calls the adapter one
-layer at a time, and the first call for a layer all-gathers that layer's weights, which stay until a call for
-another layer drops them. With per-layer checkpointing the backward recomputes each layer, gathering it again,
-so about one layer's full weights are alive at any time, as with FULL_SHARD. Replicated in every process: the
-embeddings, the final norm and the unembedding, and each layer's attention output projection (and its bias),
-which the delta stack keeps for the whole step to fold the heads' gradients. Nothing is trained in the model,
-so there are no weight gradients or optimizer state to shard. See docs/scale.md.
+Frozen weights. Under an FSDP config (`distributed_type: FSDP`, any sharding strategy but NO_SHARD) every decoder
+layer is sharded with torch's FSDP2 (`fully_shard`, `LayerShards`): each process keeps 1/N of each layer's frozen
+weights; the engine calls the adapter one layer at a time, and the first call for a layer unshards it (an
+all-gather), which stays until a call for another layer reshards it. Sharded training recomputes each layer in
+the backward (per-layer checkpointing), gathering it again, so about one layer's full weights are alive at any
+time, as with FULL_SHARD. Replicated in every process: the embeddings, the final norm and the unembedding, and
+each layer's attention output projection (and its bias), which the delta stack keeps for the whole step to fold
+the heads' gradients. Nothing is trained in the model, so there are no weight gradients or optimizer state to
+shard. See docs/scale.md.
 """
 
 from __future__ import annotations
@@ -117,9 +118,10 @@ class Parallel:
         return self.settings.shard and self.world_size > 1
 
     def adjust(self, config):
-        """The prune config as this launch runs it: the FSDP config's activation checkpointing turns on
-        per-layer checkpointing (without it, every gathered layer stays alive until the backward)."""
-        if self.settings.checkpoint_layers and not config.checkpoint_layers:
+        """The prune config as this launch runs it: sharded layers, and the FSDP config's activation
+        checkpointing, turn on per-layer checkpointing (the backward then regathers each layer; without it a
+        resharded layer's weights would be gone when the backward needs them)."""
+        if (self.settings.checkpoint_layers or self.sharded) and not config.checkpoint_layers:
             from dataclasses import replace
 
             return replace(config, checkpoint_layers=True)
@@ -198,7 +200,7 @@ class Parallel:
         masked = wrap_pretrained(path, dtype=dtype, device="cpu")  # host memory first: only shards move
         if self.sharded:
             shards = LayerShards(masked.adapter, self)
-            masked.adapter.model.to(self.device)  # the replicated weights; shards are held by LayerShards
+            place_replicated(masked.adapter.model, self.device)  # the shards are FSDP's
             masked = MaskedModel(ShardedAdapter(masked.adapter, shards))
         elif self.device.type != "cpu":
             masked.adapter.model.to(self.device)
@@ -269,88 +271,81 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.numel() == b.numel()
 
 
-@dataclass
-class _Slot:
-    module: nn.Module
-    name: str
-    shape: torch.Size
-    offset: int
-
-
 class LayerShards:
-    """Each process's 1/N of every decoder layer's frozen weights, and the one layer gathered at a time.
+    """Each process's 1/N of every decoder layer's frozen weights, through torch's FSDP2 (`fully_shard`), and the
+    one layer gathered at a time.
 
-    A layer's sharded parameters are flattened into one vector, padded to a multiple of N; this process keeps
-    its slice (in host memory under CPU offload) and the layer's modules hold empty placeholders. `gather(l)`
-    all-gathers layer l into a fresh buffer and points the modules at views of it; the previous layer's modules
-    get their placeholders back, and its buffer is freed as soon as autograd no longer holds views of it. Every
-    process calls `gather` in the same order (same layers, same steps), as collectives need.
+    Every decoder layer is a `fully_shard` module: at rest its parameters are DTensors holding this process's
+    shard (in host memory under FSDP's CPU offload policy). `gather(l)` reshards the layer gathered before and
+    unshards layer l (`FSDPModule.unshard`, an all-gather), so its modules hold the full weights while the engine
+    calls the adapter for that layer. The engine never calls a layer's own forward, so FSDP's hooks do not run;
+    every process calls `gather` in the same order (same layers, same steps), as collectives need. A layer's
+    attention output projection (and its bias) is left out of the sharding (`ignored_params`): the delta stack
+    keeps it for the whole step. Training with sharded layers recomputes each layer in the backward (per-layer
+    checkpointing, which `Parallel.adjust` turns on), so no saved activation refers to a resharded weight.
     """
 
     def __init__(self, adapter, parallel: Parallel):
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
         self.parallel = parallel
         self.device = parallel.device
-        home = torch.device("cpu") if parallel.settings.offload else parallel.device
-        modules = _layer_modules(adapter)
+        self.layers = _layer_modules(adapter)
         wanted = parallel.settings.layer_classes
-        kind = type(modules[0]).__name__
+        kind = type(self.layers[0]).__name__
         if wanted and kind not in wanted:
             raise EpverifyError(f"the FSDP config wraps {', '.join(wanted)} but this model's decoder layers are "
                                 f"{kind}: set fsdp_transformer_layer_cls_to_wrap: {kind}")
-        n = parallel.world_size
-        self.shards: list[torch.Tensor] = []
-        self.slots: list[list[_Slot]] = []
-        self.placeholders: list[list[nn.Parameter]] = []
+        offload = parallel.settings.offload
+        policy = CPUOffloadPolicy(pin_memory=self.device.type == "cuda") if offload else OffloadPolicy()
+        mesh = None
+        if self.device.type == "cuda":
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh("cuda", (parallel.world_size,))
         self.sharded_bytes = 0
-        for layer, module in enumerate(modules):
-            kept = [adapter.head_out_weight(layer), adapter.attention_bias(layer)]
-            slots, parts, offset = [], [], 0
-            for sub in module.modules():
-                for name, p in sub.named_parameters(recurse=False):
-                    if any(k is not None and _same_tensor(p, k) for k in kept):
-                        continue  # replicated
-                    slots.append(_Slot(sub, name, p.shape, offset))
-                    parts.append(p.detach().reshape(-1))
-                    offset += p.numel()
-            dtypes = {t.dtype for t in parts}
+        for layer, module in enumerate(self.layers):
+            kept = [k for k in (adapter.head_out_weight(layer), adapter.attention_bias(layer)) if k is not None]
+            ignored = {p for p in module.parameters() if any(_same_tensor(p, k) for k in kept)}
+            sharded = [p for p in module.parameters() if p not in ignored]
+            dtypes = {p.dtype for p in sharded}
             if len(dtypes) != 1:
                 raise EpverifyError(f"layer {layer} mixes parameter dtypes {sorted(map(str, dtypes))}: load the "
                                     "model in one dtype to shard it")
-            flat = torch.cat(parts)
-            flat = torch.cat([flat, flat.new_zeros(-len(flat) % n)])
-            shard = flat.view(n, -1)[parallel.rank].clone().to(home)
-            if home != self.device and self.device.type == "cuda":
-                shard = shard.pin_memory()  # offloaded: copied to the GPU on every gather
-            self.shards.append(shard)
-            self.sharded_bytes += offset * flat.element_size()
-            self.slots.append(slots)
-            empty = flat.new_empty(0, device=self.device)
-            self.placeholders.append([nn.Parameter(empty, requires_grad=False) for _ in slots])
-            self._point(layer, self.placeholders[layer])
-            del flat, parts
+            self.sharded_bytes += sum(p.numel() * p.element_size() for p in sharded)
+            fully_shard(module, mesh=mesh, offload_policy=policy, ignored_params=ignored)
         self.current: int | None = None
         self.gathers = 0  # all-gathers so far
-
-    def _point(self, layer: int, tensors) -> None:
-        for slot, t in zip(self.slots[layer], tensors):
-            slot.module._parameters[slot.name] = t
 
     def gather(self, layer: int) -> None:
         """Make layer `layer`'s full weights available to its modules (a collective the first time in a row)."""
         if layer == self.current:
             return
-        import torch.distributed as dist
-
         if self.current is not None:
-            self._point(self.current, self.placeholders[self.current])
-        shard = self.shards[layer].to(self.device, non_blocking=True)
-        flat = shard.new_empty(shard.numel() * self.parallel.world_size)
-        (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor)(flat, shard)
-        views = [nn.Parameter(flat[s.offset : s.offset + s.shape.numel()].view(s.shape), requires_grad=False)
-                 for s in self.slots[layer]]
-        self._point(layer, views)
+            self.layers[self.current].reshard()
+        self.layers[layer].unshard()
         self.current = layer
         self.gathers += 1
+
+    def release(self) -> None:
+        """Reshard the layer gathered last (between steps every layer is at rest)."""
+        if self.current is not None:
+            self.layers[self.current].reshard()
+            self.current = None
+
+
+def place_replicated(model: nn.Module, device: torch.device) -> None:
+    """Move every parameter and buffer that FSDP does not hold (no DTensor) to `device`: the shards stay where
+    FSDP put them (the device, or host memory under offload)."""
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and not isinstance(p, DTensor) and p.device != device:
+                module._parameters[name] = nn.Parameter(p.data.to(device), requires_grad=p.requires_grad)
+        for name, b in list(module._buffers.items()):
+            if b is not None and b.device != device:
+                module._buffers[name] = b.to(device)
 
 
 # Adapter calls that read one layer's weights: the layer is their first argument.
