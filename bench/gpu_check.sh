@@ -5,6 +5,7 @@
 #   2. the Hugging Face step ratios on the GPU (bench/step.py)
 #   3. the CodeLlama-13B-shaped step at 32 rows, in one pass and in micro-batches of 8 (peak memory vs the estimate)
 #   4. the CodeLlama-34B-shaped step (48 layers, 64 heads, 8 KV heads) at 32 rows in micro-batches of 4
+#   5. seconds per step over 300 steps of a GPT-2-small-shaped run at batch 32 (x 3,000: a paper-length run)
 #     OUT=/tmp/gpu bash bench/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/epverify-gpu}
@@ -44,3 +45,23 @@ timeout 150 $PY bench/scale.py --config codellama-13b --random-weights --batch-s
 # 4. 34B shape in micro-batches
 timeout 200 $PY bench/scale.py --config codellama-34b --random-weights --batch-size 32 --steps 3 \
     --micro-batch-size 4 --json "$OUT/codellama34b_micro4.json" 2>&1 | tail -20
+# 5. GPT-2 small shape, 300 steps at batch 32, through prune (random weights, Boolean Expressions-shaped rows)
+timeout 240 $PY - "$OUT/gpt2_small_300.json" <<'PYEOF'
+import json, sys, time
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+sys.path.insert(0, "bench")
+from scale import boolean_shaped_batch
+from epverify import PruneConfig, prune, wrap
+torch.manual_seed(0)
+model = GPT2LMHeadModel(GPT2Config(n_positions=128)).cuda().eval().requires_grad_(False)
+data = boolean_shaped_batch(model.config.vocab_size, 32, 0, "cuda")
+torch.cuda.synchronize()
+start = time.perf_counter()
+prune(wrap(model).adapter, data, PruneConfig(steps=300, batch_size=32))
+torch.cuda.synchronize()
+per_step = (time.perf_counter() - start) / 300
+out = {"steps": 300, "batch": 32, "seconds_per_step": round(per_step, 4), "x3000_s": round(per_step * 3000, 1)}
+print(json.dumps(out))
+json.dump(out, open(sys.argv[1], "w"))
+PYEOF
