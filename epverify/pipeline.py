@@ -96,11 +96,13 @@ def check_examples(encoded, min_examples: int | None) -> None:
 def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, out_dir: str | Path,
                   n_examples: int = 256, task_options: dict | None = None, progress=None,
                   checkpoint_every: int = 0, resume: bool = False, draw: bool = True, on_ready=None,
-                  min_examples: int | None = None, device="auto", dtype="auto") -> Circuit:
+                  min_examples: int | None = None, device="auto", dtype="auto",
+                  example_seed: int | None = None) -> Circuit:
     """Prune a local checkpoint on a task and write the run into out_dir (module docstring). `on_ready()` is called
     once the model, tokenizer and examples are loaded and checked, before anything is written. Returns the circuit
     (metrics filled in). An empty circuit, and a sparsity far from a target below 1, are warned about. device and
-    dtype: as `epverify.scale.device` resolves them (auto: the GPU when there is one)."""
+    dtype: as `epverify.scale.device` resolves them (auto: the GPU when there is one). The examples are drawn with
+    `example_seed` (default: the config's seed)."""
     config.validate()
     out = check_run_dir(out_dir, resume=resume, overwrite=True)
     task = None if task_name == CARD_TASK else get_task(task_name, **(task_options or {}))
@@ -114,7 +116,8 @@ def prune_on_task(model_path: str | Path, task_name: str, config: PruneConfig, o
         if task is None:  # --task card: the dataset of a trained model's card
             encoded = card_examples(masked, model_path)
         else:
-            encoded = encode_task(masked, model_path, task, n_examples, config.seed)
+            encoded = encode_task(masked, model_path, task, n_examples,
+                                  config.seed if example_seed is None else example_seed)
         if parallel.is_main:
             print(encoded.summary(), flush=True)
         check_examples(encoded, min_examples)

@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 
 from ..errors import EpverifyError
-from . import draw, evaluate, export, gate, prune, recover, zoo
+from . import draw, evaluate, export, gate, prune, recover, sweep, zoo
 from .command import Command, resolve
 from .config import config_values, read_toml
 from .options import Option
 
 
 def commands() -> list[Command]:
-    return [recover.COMMAND, prune.COMMAND, zoo.COMMAND, draw.COMMAND, export.COMMAND, evaluate.COMMAND,
-            gate.COMMAND]
+    return [recover.COMMAND, prune.COMMAND, sweep.COMMAND, zoo.COMMAND, draw.COMMAND, export.COMMAND,
+            evaluate.COMMAND, gate.COMMAND]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -255,3 +255,29 @@ def plot_history(history: Sequence[dict], path: str | Path) -> Path:
 def _save(fig, path: Path, fmt: str, dpi: int | None = None) -> Path:
     return atomic.write_file(path, lambda tmp: fig.savefig(tmp, format=fmt,
                                                             dpi=dpi or (PNG_DPI if fmt == "png" else None)))
+
+
+def plot_sweep(rows: Sequence[dict], knee_target: float, path: str | Path) -> Path:
+    """Plot a sweep's runs (`epverify sweep`: dicts with target, seed, edges, kl and the task's metrics) to `path`:
+    KL against kept edges above, the task metric (logit difference, else accuracy) below, a line per seed, the
+    knee's runs circled."""
+    from matplotlib.figure import Figure
+
+    metric = next((m for m in ("logit_diff", "accuracy") if m in rows[0]), None)
+    fig = Figure(figsize=(7.5, 5.5 if metric else 3.5))
+    axes = fig.subplots(2 if metric else 1, 1, sharex=True, squeeze=False)[:, 0]
+    for key, ax, label in zip(("kl", metric), axes, ("KL(full || circuit)", metric)):
+        for seed in sorted({r["seed"] for r in rows}):
+            mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["edges"])
+            ax.plot([r["edges"] for r in mine], [r.get(key, 0.0) for r in mine], marker="o", lw=1.2,
+                    label=f"seed {seed}")
+        knee = [r for r in rows if r["target"] == knee_target]
+        ax.scatter([r["edges"] for r in knee], [r.get(key, 0.0) for r in knee], s=140, facecolors="none",
+                   edgecolors="#d62728", lw=1.5, label=f"knee: target {knee_target:g}", zorder=3)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("edges kept")
+    axes[0].set_title("faithfulness against circuit size, one line per seed", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path), "png")
