@@ -34,8 +34,9 @@ def test_sharded_bf16_checkpoint_loads_and_matches(tmp_path):
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) >= 2
 
-    masked = wrap_pretrained(tmp_path)
-    assert masked.adapter.dtype == torch.bfloat16  # frozen weights stay in the checkpoint's dtype
+    assert wrap_pretrained(tmp_path, device="cpu").adapter.dtype == torch.float32  # auto on the CPU: float32
+    masked = wrap_pretrained(tmp_path, dtype="bfloat16", device="cpu")  # the checkpoint's own dtype, asked for
+    assert masked.adapter.dtype == torch.bfloat16
     reference = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     ids = torch.randint(0, model.config.vocab_size, (2, 12))
     with torch.no_grad():

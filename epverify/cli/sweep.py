@@ -74,11 +74,9 @@ def knee(points: list[tuple[float, float]]) -> int:
 
 def run(settings) -> int:
     from ..eval.compare import consensus, seed_stability
-    from ..io import atomic, checkpoint
+    from ..io import atomic
     from ..io.circuit import Circuit
-    from ..io.progress import TrainingProgress
-    from ..pipeline import prune_on_task
-    from .prune import _absolute, check_settings, prune_config
+    from .prune import check_settings, prune_config
 
     targets = _numbers(settings.target_sparsity, float, "--target-sparsity")
     seeds = _numbers(settings.seeds, int, "--seeds")
@@ -96,6 +94,40 @@ def run(settings) -> int:
     out = Path(settings.out)
     if out.exists() and not out.is_dir():
         raise EpverifyError(f"--out {out} is a file: give a directory for the sweep")
+    rows, circuits = _run_all(settings, out, configs, targets, seeds)
+    per_target = []
+    for target in targets:
+        found = circuits[target]
+        agreed = consensus(found, need)
+        path = atomic.write_text(out / f"consensus_target{target:g}.json", json.dumps(agreed.to_dict(), indent=1))
+        mine = [r for r in rows if r["target"] == target]
+        per_target.append({"target": target, "mean_edges": sum(r["edges"] for r in mine) / len(mine),
+                           "mean_kl": sum(r.get("kl", 0.0) for r in mine) / len(mine),
+                           "iou": seed_stability(found), "consensus_edges": len(agreed.edges),
+                           "consensus_file": str(path)})
+    chosen = per_target[knee([(t["mean_edges"], t["mean_kl"]) for t in per_target])]
+    recommended = Circuit.from_json(chosen["consensus_file"])
+    recommended.metrics = {**recommended.metrics, "sweep_knee_target": chosen["target"]}
+    recommended.to_json(out / "recommended.json")
+    report = {"targets": targets, "seeds": seeds, "consensus": f"{need} of {len(seeds)}", "runs": rows,
+              "per_target": per_target, "knee_target": chosen["target"],
+              "recommended": str(out / "recommended.json")}
+    atomic.write_text(out / "sweep.json", json.dumps(report, indent=1) + "\n")
+    from ..io.draw import plot_sweep
+
+    plot_sweep(rows, chosen["target"], out / "sweep.png")  # always: --no-draw skips the sub-runs' drawings
+    _print_table(rows, per_target, chosen, out, need, len(seeds))
+    return 0
+
+
+def _run_all(settings, out: Path, configs: dict, targets: list, seeds: list):
+    """Every sub-run in order, each finished, resumed or started: (rows, circuits by target)."""
+    from ..io import checkpoint
+    from ..io.circuit import Circuit
+    from ..io.progress import TrainingProgress
+    from ..pipeline import prune_on_task
+    from .prune import _absolute
+
     model = _absolute(settings.model)
     runs = [(t, s) for t in targets for s in seeds]
     print(f"epverify sweep: {len(targets)} targets x {len(seeds)} seeds = {len(runs)} prune runs into {out}",
@@ -128,29 +160,7 @@ def run(settings) -> int:
         rows.append({"target": target, "seed": seed, "dir": str(sub), "edges": len(circuit.edges),
                      **{k: v for k, v in circuit.metrics.items() if isinstance(v, (int, float))}})
 
-    per_target = []
-    for target in targets:
-        found = circuits[target]
-        agreed = consensus(found, need)
-        path = atomic.write_text(out / f"consensus_target{target:g}.json", json.dumps(agreed.to_dict(), indent=1))
-        mine = [r for r in rows if r["target"] == target]
-        per_target.append({"target": target, "mean_edges": sum(r["edges"] for r in mine) / len(mine),
-                           "mean_kl": sum(r.get("kl", 0.0) for r in mine) / len(mine),
-                           "iou": seed_stability(found), "consensus_edges": len(agreed.edges),
-                           "consensus_file": str(path)})
-    chosen = per_target[knee([(t["mean_edges"], t["mean_kl"]) for t in per_target])]
-    recommended = Circuit.from_json(chosen["consensus_file"])
-    recommended.metrics = {**recommended.metrics, "sweep_knee_target": chosen["target"]}
-    recommended.to_json(out / "recommended.json")
-    report = {"targets": targets, "seeds": seeds, "consensus": f"{need} of {len(seeds)}", "runs": rows,
-              "per_target": per_target, "knee_target": chosen["target"],
-              "recommended": str(out / "recommended.json")}
-    atomic.write_text(out / "sweep.json", json.dumps(report, indent=1) + "\n")
-    from ..io.draw import plot_sweep
-
-    plot_sweep(rows, chosen["target"], out / "sweep.png")  # always: --no-draw skips the sub-runs' drawings
-    _print_table(rows, per_target, chosen, out, need, len(seeds))
-    return 0
+    return rows, circuits
 
 
 def _print_table(rows, per_target, chosen, out: Path, need: int, n_seeds: int) -> None:
