@@ -1,8 +1,9 @@
 """`epverify sweep --model DIR --task TASK --target-sparsity 0.9,0.95,0.98 --seeds 0,1 --out DIR`: one prune run
 per target and seed, and the circuit to pick.
 
-Every sub-run is an ordinary `epverify prune` run in `OUT/target<T>_seed<S>/` (its own run.toml, checkpoint.pt and
-circuit.json), on the same examples (drawn with `--seed`); the seeds change the masks' initialisation, noise and
+Every sub-run is an `epverify prune` run (the same pipeline) in `OUT/target<T>_seed<S>/`, with its own
+checkpoint.pt (every --checkpoint-every steps; a sweep checkpoints every 100 when that is 0), metrics.json and
+circuit.json, on the same examples (drawn with `--seed`); the seeds change the masks' initialisation, noise and
 batches. A sweep started again with the same --out keeps its finished sub-runs, resumes an interrupted one from its
 checkpoint and runs the rest. When all are done it writes into OUT:
 
@@ -75,7 +76,6 @@ def knee(points: list[tuple[float, float]]) -> int:
 def run(settings) -> int:
     from ..eval.compare import consensus, seed_stability
     from ..io import atomic
-    from ..io.circuit import Circuit
     from .prune import check_settings, prune_config
 
     targets = _numbers(settings.target_sparsity, float, "--target-sparsity")
@@ -95,18 +95,18 @@ def run(settings) -> int:
     if out.exists() and not out.is_dir():
         raise EpverifyError(f"--out {out} is a file: give a directory for the sweep")
     rows, circuits = _run_all(settings, out, configs, targets, seeds)
-    per_target = []
+    per_target, agreed = [], []
     for target in targets:
         found = circuits[target]
-        agreed = consensus(found, need)
-        path = atomic.write_text(out / f"consensus_target{target:g}.json", json.dumps(agreed.to_dict(), indent=1))
+        agreed.append(consensus(found, need))
+        path = agreed[-1].to_json(out / f"consensus_target{target:g}.json")
         mine = [r for r in rows if r["target"] == target]
         per_target.append({"target": target, "mean_edges": sum(r["edges"] for r in mine) / len(mine),
                            "mean_kl": sum(r.get("kl", 0.0) for r in mine) / len(mine),
-                           "iou": seed_stability(found), "consensus_edges": len(agreed.edges),
+                           "iou": seed_stability(found), "consensus_edges": len(agreed[-1].edges),
                            "consensus_file": str(path)})
-    chosen = per_target[knee([(t["mean_edges"], t["mean_kl"]) for t in per_target])]
-    recommended = Circuit.from_json(chosen["consensus_file"])
+    at = knee([(t["mean_edges"], t["mean_kl"]) for t in per_target])
+    chosen, recommended = per_target[at], agreed[at]
     recommended.metrics = {**recommended.metrics, "sweep_knee_target": chosen["target"]}
     recommended.to_json(out / "recommended.json")
     report = {"targets": targets, "seeds": seeds, "consensus": f"{need} of {len(seeds)}", "runs": rows,
