@@ -1,4 +1,4 @@
-"""Wrap a model for edge-level runs: Hugging Face causal LMs (GPT-2, Llama, GPT-NeoX, Qwen2) and Tracr models.
+"""Wrap a model for edge-level runs: Hugging Face causal LMs of the registered families and Tracr models.
 
 from epverify.adapters import wrap, wrap_pretrained
 masked = wrap(model)                    # an in-memory model: copies no weights, puts it in eval mode
@@ -15,26 +15,14 @@ import torch
 from ..core.masked import MaskedModel
 from ..errors import EpverifyError
 from .base import Adapter
+from .registry import family_of, supported_text
 
-SUPPORTED = ("gpt2", "llama", "gpt_neox", "qwen2")
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
 
 
 def adapter_class(model_type: str):
-    """The adapter class of a supported Hugging Face `model_type`."""
-    if model_type == "gpt2":
-        from .gpt2 import GPT2Adapter as cls
-    elif model_type == "gpt_neox":
-        from .neox import GPTNeoXAdapter as cls
-    elif model_type == "qwen2":
-        from .llama import Qwen2Adapter as cls
-    else:
-        from .llama import LlamaAdapter as cls
-    return cls
-
-
-def _supported_text() -> str:
-    return ", ".join(SUPPORTED) + " (Hugging Face model_type) and Tracr compiled models"
+    """The adapter class of a supported Hugging Face `model_type` (the registry, `registry.py`)."""
+    return family_of(model_type).adapter
 
 
 def adapter_for(model) -> Adapter:
@@ -50,15 +38,14 @@ def adapter_for(model) -> Adapter:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:
-        raise EpverifyError(f"cannot wrap a {type(model).__name__}: supported are {_supported_text()}")
-    if model_type not in SUPPORTED:
-        raise EpverifyError(f"unsupported architecture {model_type!r}: supported are {_supported_text()}")
+        raise EpverifyError(f"cannot wrap a {type(model).__name__}: supported are {supported_text()}")
+    family = family_of(model_type)
     if getattr(model, "lm_head", None) is None:
         raise EpverifyError(
             f"{type(model).__name__} has no lm_head: load the causal LM class (AutoModelForCausalLM),"
             " not the base model"
         )
-    return adapter_class(model_type)(model)
+    return family.adapter(model)
 
 
 def wrap(model) -> MaskedModel:
@@ -90,11 +77,7 @@ def wrap_pretrained(
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         raise EpverifyError(f"cannot read a model config in {str(path)!r}: {e}") from None
-    if config.model_type not in SUPPORTED:
-        raise EpverifyError(
-            f"unsupported architecture {config.model_type!r} in {str(path)!r}:"
-            f" supported are {_supported_text()}"
-        )
+    family_of(config.model_type, where=f" in {str(path)!r}")
     device, dtype = placement(path, device, dtype)
     kwargs = {"local_files_only": True, "dtype": dtype}
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
@@ -112,4 +95,4 @@ def wrap_pretrained(
     return wrap(model.to(device))
 
 
-__all__ = ["MaskedModel", "SUPPORTED", "adapter_for", "wrap", "wrap_pretrained"]
+__all__ = ["MaskedModel", "adapter_for", "wrap", "wrap_pretrained"]

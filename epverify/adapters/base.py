@@ -133,8 +133,13 @@ def causal_softmax_attention(
     attention_mask: torch.Tensor | None,
     causal: bool,
     scale: float,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """Softmax attention with grouped KV heads and key padding. q (B,H,T,e), k/v (B,Hkv,T,e) -> (B,H,T,e)."""
+    """Softmax attention with grouped KV heads and key padding. q (B,H,T,e), k/v (B,Hkv,T,e) -> (B,H,T,e).
+
+    window: a query at position i sees keys i - window + 1 .. i only (sliding-window layers), as Hugging Face's
+    masks do; softcap: scores pass through cap * tanh(score / cap) before the mask (Gemma 2's soft-capping)."""
     n_heads, n_kv = q.shape[1], k.shape[1]
     if n_kv != n_heads:
         k = k.repeat_interleave(n_heads // n_kv, dim=1)
@@ -143,10 +148,14 @@ def causal_softmax_attention(
     allowed = torch.ones(t, t, dtype=torch.bool, device=q.device)
     if causal:
         allowed = torch.tril(allowed)
+    if window is not None:
+        allowed = torch.triu(allowed, diagonal=1 - window)
     allowed = allowed[None, None]
     if attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
     scores = torch.einsum("bhqe,bhke->bhqk", q, k) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
     return torch.einsum("bhqk,bhke->bhqe", weights, v)

@@ -7,6 +7,7 @@ from torch import nn
 
 from ..errors import EpverifyError
 from .hf import HeadWeights, HFAdapter, heads_last
+from .registry import Family, Sizes
 
 
 class GPT2Adapter(HFAdapter):
@@ -70,3 +71,28 @@ class GPT2Adapter(HFAdapter):
 
     def attention_bias(self, layer: int) -> torch.Tensor | None:
         return self.layers[layer].attn.c_proj.bias
+
+
+def _config(s: Sizes, **options):
+    from transformers import GPT2Config
+
+    return GPT2Config(n_layer=s.n_layers, n_head=s.n_heads, n_embd=s.d_model, n_inner=s.d_mlp, vocab_size=s.vocab,
+                      tie_word_embeddings=s.tied, n_positions=32, bos_token_id=0, eos_token_id=0,
+                      attn_implementation="eager", **options)
+
+
+def _options(draw, s: Sizes) -> dict:
+    from hypothesis import strategies as st
+
+    return {"scale_attn_weights": draw(st.booleans()), "scale_attn_by_inverse_layer_idx": draw(st.booleans())}
+
+
+def _shape(c):
+    from ..scale.memory import Shape
+
+    return Shape(c.n_layer, c.n_head, c.n_head, c.n_embd, c.n_embd // c.n_head, c.n_inner or 4 * c.n_embd,
+                 c.vocab_size, n_embeds=2, gated_mlp=False, tied=True)
+
+
+FAMILIES = (Family("gpt2", ("gpt2",), GPT2Adapter, "GPT2Block", _config, _options, _shape, grouped_kv=False,
+                   free_width=False, rotary=False, notes="GPT-2 (learned positions, LayerNorm)"),)

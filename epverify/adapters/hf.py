@@ -1,6 +1,6 @@
 """What the Hugging Face families share: per-head weight views, pre-norm blocks, causal softmax attention, RoPE.
 
-The families themselves are `gpt2.py`, `llama.py` (Llama, CodeLlama, Qwen2) and `neox.py`.
+The families themselves are the modules `registry.MODULES` names (`gpt2.py`, `llama.py`, `gemma.py`, ...).
 
 Each adapter is a view of the user's own model: it calls the model's own modules (layer norms, MLPs, rotary
 embedding, lm_head) and reads per-head weights as reshaped views of the model's parameters, made on demand, so
@@ -55,12 +55,19 @@ def heads_last(x: torch.Tensor, n: int, e: int) -> torch.Tensor:
 
 
 class HFAdapter(Adapter):
-    """What the Hugging Face families share: pre-norm blocks, causal softmax attention, per-head projections.
+    """What the Hugging Face families share: blocks of norms around attention and MLP, causal softmax attention
+    (with sliding windows and soft-capping where a family has them), per-head projections.
 
     A family says where its modules are (its decoder `layers`, the names of their norms and MLP, `_final_norm`),
-    gives per-head weight views (`head_weights`), the output projection's bias, the projection of a shared
-    input with the model's own modules (`_qkv_shared`, the fast path of unmasked runs), and its position
-    encoding.
+    gives per-head weight views (`head_weights`), the projection of a shared input with the model's own modules
+    (`_qkv_shared`, the fast path of unmasked runs), and its position encoding.
+
+    Preconditions (what a family must hold for the per-head split to be exact): the residual stream is the sum of
+    the embeddings and of every attention and MLP output; a layer's attention output is the sum over heads of
+    each head's output projection, optionally followed by a post-norm (then see `attention`); each head's query,
+    key and value depend only on that head's own input through a pre-norm, a linear projection (a bias allowed),
+    optionally a norm over each head's features (`head_norms`) and the position encoding; the MLP and the
+    unembedding see only their own residual input.
     """
 
     family: str = "hf"
@@ -79,15 +86,23 @@ class HFAdapter(Adapter):
 
     # ----- where the family keeps things --------------------------------------------------------------------
     # Names of a decoder layer's attention pre-norm, MLP pre-norm and MLP (Llama's layout unless a family says
-    # otherwise); `self.layers` is the model's list of decoder layers.
-    attn_norm_name, mlp_norm_name, mlp_name = "input_layernorm", "post_attention_layernorm", "mlp"
+    # otherwise; None: the family has no such norm), and of the post-norms that follow the summed attention output
+    # and the MLP output (Gemma 2/3, OLMo 2); `head_norms`: per-head q/k norms `self_attn.q_norm`/`k_norm` over
+    # each head's features, before the rotation (Qwen3, Gemma 3). `self.layers` is the model's list of decoder
+    # layers.
+    attn_norm_name: str | None = "input_layernorm"
+    mlp_norm_name: str | None = "post_attention_layernorm"
+    mlp_name = "mlp"
+    attn_post_norm_name: str | None = None
+    mlp_post_norm_name: str | None = None
+    head_norms = False
     layers: nn.ModuleList
 
-    def _attn_norm(self, layer: int) -> nn.Module:
-        return getattr(self.layers[layer], self.attn_norm_name)
+    def _norm(self, layer: int, name: str | None) -> Callable:
+        return _identity if name is None else getattr(self.layers[layer], name)
 
-    def _mlp_norm(self, layer: int) -> nn.Module:
-        return getattr(self.layers[layer], self.mlp_norm_name)
+    def _attn_norm(self, layer: int) -> Callable:
+        return self._norm(layer, self.attn_norm_name)
 
     def _mlp_module(self, layer: int) -> nn.Module:
         return getattr(self.layers[layer], self.mlp_name)
@@ -106,12 +121,27 @@ class HFAdapter(Adapter):
         """Output projection of concatenated heads a (B, T, H*e) -> (B, T, d), without the bias."""
         raise NotImplementedError
 
-    def _position(self, q: torch.Tensor, k: torch.Tensor):
+    def _position(self, layer: int, q: torch.Tensor, k: torch.Tensor):
         """Position encoding applied to queries and keys (B, H, T, e); identity unless the family rotates."""
         return q, k
 
     def _scale(self, layer: int) -> float:
         return self.head_dim**-0.5
+
+    def _window(self, layer: int) -> int | None:
+        """The layer's sliding window (keys at most window - 1 positions back), or None for full attention.
+        With `layer_types` (Qwen2, Qwen3, Gemma 2/3) the layers marked sliding_attention slide; without it a set
+        `sliding_window` applies to every layer (Mistral, Phi-3)."""
+        window = getattr(self.config, "sliding_window", None)
+        types = getattr(self.config, "layer_types", None)
+        if not window:
+            return None
+        return window if types is None or types[layer] == "sliding_attention" else None
+
+    def _head_norm(self, layer: int, kind: str) -> Callable:
+        if not self.head_norms or kind == "v":
+            return _identity
+        return getattr(self.layers[layer].self_attn, f"{kind}_norm")
 
     # ----- the Adapter interface ----------------------------------------------------------------------------
     @property
@@ -127,41 +157,69 @@ class HFAdapter(Adapter):
         norm = self._attn_norm(layer)
         if q_in is k_in and k_in is v_in and q_in.shape[0] == 1:  # unmasked run: one input, one norm
             q, k, v = self._qkv_shared(layer, norm(q_in[0]))
+            q, k = self._head_norm(layer, "q")(q), self._head_norm(layer, "k")(k)
         else:
             every_q, every_kv = slice(0, self.n_heads), slice(0, self.n_kv_heads)
             q = self.project(layer, "q", q_in, every_q)
             k = self.project(layer, "k", k_in, every_kv)
             v = self.project(layer, "v", v_in, every_kv)
-        q, k = self._position(q, k)
-        return q, k, v
+        return (*self._position(layer, q, k), v)
 
     def project(self, layer: int, kind: str, x: torch.Tensor, heads: slice) -> torch.Tensor:
         w = self.head_weights(layer)
         weight, bias = {"q": (w.q, w.q_bias), "k": (w.k, w.k_bias), "v": (w.v, w.v_bias)}[kind]
         bias = None if bias is None else bias[heads]
-        return project_heads(self._attn_norm(layer)(x), weight[heads].transpose(1, 2), bias)
+        out = project_heads(self._attn_norm(layer)(x), weight[heads].transpose(1, 2), bias)
+        return self._head_norm(layer, kind)(out)
 
     def position(self, layer: int, q: torch.Tensor, k: torch.Tensor):
-        return self._position(q, k)
+        return self._position(layer, q, k)
 
     def attention(self, layer: int, q, k, v, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Causal softmax attention with key padding: (B, H, T, e) per head, before the output projection."""
-        return causal_softmax_attention(q, k, v, attention_mask, causal=True, scale=self._scale(layer))
+        """Causal softmax attention with key padding: (B, H, T, e) per head, before the output projection.
+
+        Under a post-norm (Gemma 2/3, OLMo 2: a norm of the summed attention output), each head's output is
+        divided here by rho, the norm's statistic of this run's sum of the layer's head writes, and the norm's
+        gain joins the output projection (`head_out_weight`): head h then writes g * (W_o^h a_h) / rho, the
+        heads still sum to exactly what the layer writes, and an ablated head's value carries its own run's rho.
+        """
+        a = causal_softmax_attention(q, k, v, attention_mask, causal=True, scale=self._scale(layer),
+                                     window=self._window(layer), softcap=getattr(self.config,
+                                                                                 "attn_logit_softcapping", None))
+        if self.attn_post_norm_name is None:
+            return a
+        b, h, t, e = a.shape
+        total = self._out_proj_no_bias(layer, a.transpose(1, 2).reshape(b, t, h * e)).float()
+        eps = _norm_eps(self._norm(layer, self.attn_post_norm_name))
+        inv_rho = torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + eps)  # (B, T, 1)
+        return (a.float() * inv_rho[:, None]).to(a.dtype)
+
+    def _post_norm_gain(self, norm: nn.Module) -> torch.Tensor:
+        """The gain an RMS post-norm multiplies by (its weight; Gemma's norms use 1 + weight)."""
+        return norm.weight
 
     def head_out_weight(self, layer: int) -> torch.Tensor:
-        return self.head_weights(layer).o
+        o = self.head_weights(layer).o
+        if self.attn_post_norm_name is None:
+            return o
+        return o * self._post_norm_gain(self._norm(layer, self.attn_post_norm_name)).to(o.dtype)
 
     def head_write_sum(self, layer: int, a: torch.Tensor) -> torch.Tensor:
+        if self.attn_post_norm_name is not None:
+            return self.head_writes(layer, a).sum(0)
         b, h, t, e = a.shape
         return self._out_proj_no_bias(layer, a.transpose(1, 2).reshape(b, t, h * e))
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        """The MLP writer's output (B, T, d) for residual input x (B, T, d), its pre-norm included."""
-        return self._mlp_module(layer)(self._mlp_norm(layer)(x))
+        """The MLP writer's output (B, T, d) for residual input x (B, T, d), its pre- and post-norms included."""
+        out = self._mlp_module(layer)(self._norm(layer, self.mlp_norm_name)(x))
+        return self._norm(layer, self.mlp_post_norm_name)(out)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) from the final residual (B, T, d): final norm, then lm_head."""
-        return self.model.lm_head(self._final_norm()(x))
+        """Logits (B, T, V) from the final residual (B, T, d): final norm, lm_head, soft-capping (Gemma 2/3)."""
+        logits = self.model.lm_head(self._final_norm()(x))
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def summary(self) -> dict:
         return {
@@ -172,14 +230,27 @@ class HFAdapter(Adapter):
         }
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _norm_eps(norm: nn.Module) -> float:
+    for name in ("eps", "variance_epsilon"):
+        if hasattr(norm, name):
+            return float(getattr(norm, name))
+    raise TypeError(f"{type(norm).__name__} has no eps")
+
+
 class RotaryMixin:
     """Rotary position embedding through the model's own rotary module and apply_rotary_pos_emb."""
 
     rotary_emb: nn.Module  # the model's own rotary module: rope_theta and rope scaling come with it
     apply_rotary: Callable  # the family's apply_rotary_pos_emb(q, k, cos, sin)
 
-    def _position(self, q, k):
-        t = q.shape[2]
-        positions = torch.arange(t, device=q.device)[None]  # (1, T): right padding keeps positions 0..T-1
-        cos, sin = self.rotary_emb(q, positions)  # (1, T, rotary dims), in q's dtype
+    def _position(self, layer, q, k):
+        positions = torch.arange(q.shape[2], device=q.device)[None]  # (1, T): right padding keeps 0..T-1
+        cos, sin = self._cos_sin(layer, q, positions)  # (1, T, rotary dims), in q's dtype
         return self.apply_rotary(q, k, cos, sin)
+
+    def _cos_sin(self, layer: int, q: torch.Tensor, positions: torch.Tensor):
+        return self.rotary_emb(q, positions)

@@ -1,6 +1,8 @@
-"""Llama and CodeLlama (LlamaForCausalLM), and Qwen2 (Qwen2ForCausalLM), which shares their layout."""
+"""Llama and CodeLlama (LlamaForCausalLM), and the families that share its layout: Qwen2, Mistral, Qwen3."""
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,7 @@ from torch import nn
 
 from ..errors import EpverifyError
 from .hf import HeadWeights, HFAdapter, RotaryMixin, heads_last, linear_in_heads, linear_out_heads
+from .registry import Family, Sizes, draw_rope, draw_window, hf_config
 
 
 class LlamaAdapter(RotaryMixin, HFAdapter):
@@ -15,6 +18,7 @@ class LlamaAdapter(RotaryMixin, HFAdapter):
 
     family = "llama"
     embed_names = ("embeds",)
+    rotary_module = "llama"  # transformers.models.<this>.modeling_<this>.apply_rotary_pos_emb
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -26,13 +30,8 @@ class LlamaAdapter(RotaryMixin, HFAdapter):
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         self.layers = model.model.layers
         self.rotary_emb = model.model.rotary_emb
-        self.apply_rotary = self._rotary_function()
-
-    @staticmethod
-    def _rotary_function():
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        return apply_rotary_pos_emb
+        module = importlib.import_module(f"transformers.models.{self.rotary_module}.modeling_{self.rotary_module}")
+        self.apply_rotary = module.apply_rotary_pos_emb
 
     def _check_config(self) -> None:
         c = self.config
@@ -47,7 +46,7 @@ class LlamaAdapter(RotaryMixin, HFAdapter):
         return self.model.model.norm
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (1, B, T, d): the token embeddings (positions enter through RoPE)."""
+        """(B, T) -> (1, B, T, d): the token embeddings (positions enter through RoPE; Gemma's module scales)."""
         return self.model.model.embed_tokens(input_ids)[None]
 
     def head_weights(self, layer: int) -> HeadWeights:
@@ -75,29 +74,58 @@ class LlamaAdapter(RotaryMixin, HFAdapter):
 
 
 class Qwen2Adapter(LlamaAdapter):
-    """Qwen2ForCausalLM: Llama's layout with q/k/v biases (read from the modules, so nothing else changes)."""
+    """Qwen2ForCausalLM (Qwen2.5 too): Llama's layout with q/k/v biases, sliding windows on the layers that
+    `layer_types` marks."""
 
     family = "qwen2"
+    rotary_module = "qwen2"
 
-    @staticmethod
-    def _rotary_function():
-        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
-        return apply_rotary_pos_emb
+class MistralAdapter(LlamaAdapter):
+    """MistralForCausalLM: Llama's layout, a sliding window on every layer when `sliding_window` is set."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__(model)
-        self.layer_types = list(
-            getattr(self.config, "layer_types", None) or ["full_attention"] * self.n_layers
-        )
-        self.sliding_window = getattr(self.config, "sliding_window", None)
+    family = "mistral"
+    rotary_module = "mistral"
 
-    def attention(self, layer, q, k, v, attention_mask):
-        # Sliding-window layers equal full causal attention while the sequence fits the window.
-        window = self.sliding_window
-        if self.layer_types[layer] == "sliding_attention" and window is not None and q.shape[2] > window:
-            raise EpverifyError(
-                f"Qwen2 sliding-window attention (window {window}) on inputs of length {q.shape[2]} is not "
-                "supported: use inputs no longer than the window or a config with use_sliding_window=False"
-            )
-        return super().attention(layer, q, k, v, attention_mask)
+
+class Qwen3Adapter(LlamaAdapter):
+    """Qwen3ForCausalLM: Qwen2's layout without q/k/v biases, with per-head RMS norms of queries and keys."""
+
+    family = "qwen3"
+    rotary_module = "qwen3"
+    head_norms = True
+
+
+def _llama_config(s: Sizes, **options):
+    return hf_config("LlamaConfig", s, **options)
+
+
+def _llama_options(draw, s: Sizes) -> dict:
+    from hypothesis import strategies as st
+
+    return {**draw_rope(draw), "attention_bias": draw(st.booleans()), "mlp_bias": draw(st.booleans())}
+
+
+def _windowed(draw, s: Sizes) -> dict:
+    return {**draw_rope(draw), **draw_window(draw, s)}
+
+
+def _mistral_options(draw, s: Sizes) -> dict:
+    from hypothesis import strategies as st
+
+    return {**draw_rope(draw), "sliding_window": draw(st.sampled_from([None, 1, 2, 3]))}
+
+
+FAMILIES = (
+    Family("llama", ("llama",), LlamaAdapter, "LlamaDecoderLayer", _llama_config, _llama_options,
+           notes="Llama 1-3.x, CodeLlama (Llama 3 rope scaling included)"),
+    Family("qwen2", ("qwen2",), Qwen2Adapter, "Qwen2DecoderLayer",
+           lambda s, **o: hf_config("Qwen2Config", s, **o), _windowed,
+           notes="Qwen2, Qwen2.5 (sliding-window layers included)"),
+    Family("mistral", ("mistral",), MistralAdapter, "MistralDecoderLayer",
+           lambda s, **o: hf_config("MistralConfig", s, **o), _mistral_options,
+           notes="Mistral (sliding window)", defaults={"sliding_window": None}),
+    Family("qwen3", ("qwen3",), Qwen3Adapter, "Qwen3DecoderLayer",
+           lambda s, **o: hf_config("Qwen3Config", s, **o), _windowed,
+           notes="Qwen3 dense (per-head q/k norms, sliding-window layers)"),
+)

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import EpverifyError
 from .hf import HeadWeights, HFAdapter, RotaryMixin, heads_last, linear_out_heads
+from .registry import Family, Sizes
 
 
 class GPTNeoXAdapter(RotaryMixin, HFAdapter):
@@ -68,3 +69,30 @@ class GPTNeoXAdapter(RotaryMixin, HFAdapter):
 
     def attention_bias(self, layer: int) -> torch.Tensor | None:
         return self.layers[layer].attention.dense.bias
+
+
+def _config(s: Sizes, **options):
+    from transformers import GPTNeoXConfig
+
+    return GPTNeoXConfig(num_hidden_layers=s.n_layers, num_attention_heads=s.n_heads, hidden_size=s.d_model,
+                         intermediate_size=s.d_mlp, vocab_size=s.vocab, tie_word_embeddings=s.tied,
+                         max_position_embeddings=32, bos_token_id=0, eos_token_id=0, attn_implementation="eager",
+                         **options)
+
+
+def _options(draw, s: Sizes) -> dict:
+    from hypothesis import strategies as st
+
+    return {"rotary_pct": draw(st.sampled_from([0.25, 0.5, 1.0])),
+            "rotary_emb_base": draw(st.sampled_from([10000.0, 100.0])),
+            "use_parallel_residual": draw(st.booleans()), "attention_bias": draw(st.booleans())}
+
+
+def _shape(c):
+    from ..scale.memory import standard_shape
+
+    return standard_shape(c, gated_mlp=False, parallel_mlp=bool(getattr(c, "use_parallel_residual", True)))
+
+
+FAMILIES = (Family("gpt_neox", ("gpt_neox",), GPTNeoXAdapter, "GPTNeoXLayer", _config, _options, _shape,
+                   grouped_kv=False, free_width=False, notes="GPT-NeoX, Pythia (parallel residual)"),)

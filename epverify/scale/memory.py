@@ -41,6 +41,9 @@ class Shape:
     gated_mlp: bool
     tied: bool
     parallel_mlp: bool = False
+    # OLMo 2's q/k norm spans every head's projection: each head's queries and keys come from a full projection
+    # of that head's own input (docs/method.md), so the attention working set holds H + Hkv full projections.
+    full_qk_norm: bool = False
 
 
 @dataclass
@@ -50,20 +53,24 @@ class Estimate:
 
 
 def shape_of(config) -> Shape:
-    """Read the sizes the estimate needs from a Hugging Face config (GPT-2, Llama, GPT-NeoX, Qwen2)."""
-    kind = getattr(config, "model_type", "")
-    if kind == "gpt2":
-        d = config.n_embd
-        return Shape(config.n_layer, config.n_head, config.n_head, d, d // config.n_head,
-                     config.n_inner or 4 * d, config.vocab_size, 2, False, True)
+    """Read the sizes the estimate needs from a Hugging Face config, as its family declares them (the registry,
+    `epverify.adapters.registry`; most families use `standard_shape`)."""
+    from ..adapters.registry import family_of
+
+    fam = family_of(getattr(config, "model_type", None))
+    return fam.shape(config) if fam.shape is not None else standard_shape(config)
+
+
+def standard_shape(config, gated_mlp: bool = True, parallel_mlp: bool = False, full_qk_norm: bool = False) -> Shape:
+    """The Shape of a config that uses the usual names (hidden_size, num_attention_heads, ...): one embedding
+    writer, a gated MLP unless said otherwise."""
     d = config.hidden_size
     heads = config.num_attention_heads
     kv = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or d // heads
     tied = bool(getattr(config, "tie_word_embeddings", False))
-    parallel = kind == "gpt_neox" and getattr(config, "use_parallel_residual", True)
     return Shape(config.num_hidden_layers, heads, kv, d, head_dim, config.intermediate_size, config.vocab_size, 1,
-                 kind != "gpt_neox", tied, parallel)
+                 gated_mlp, tied, parallel_mlp, full_qk_norm)
 
 
 def parameter_count(s: Shape) -> int:
@@ -153,6 +160,9 @@ def _working_set(s: Shape, batch: int, seq_len: int, width: int, checkpoint: boo
     attention_work = ((2 * readers_per_layer + 4 * s.n_heads) * chunk * 4
                       + 3 * rows * s.n_heads * seq_len**2 * 4
                       + 6 * rows * seq_len * s.n_heads * s.head_dim * width)
+    if s.full_qk_norm:  # every query and key head projects its own input in full, then norms it (float32)
+        full = rows * seq_len * s.head_dim * (s.n_heads**2 + s.n_kv_heads**2)
+        attention_work += 3 * full * 4
     mlp_work = 6 * tokens * s.d_mlp * width + 4 * tokens * s.d_model * width
     return max(attention_work, mlp_work)
 
