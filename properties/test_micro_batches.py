@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from epverify import PruneConfig, PruneData, wrap
 from epverify.scale.distributed import Parallel
-from epverify.testing.strategies import build_model, model_configs, token_batches
+from epverify.testing.strategies import HF_FAMILIES, build_model, model_configs, token_batches
 from epverify.train.loop import Training
 
-HF = ("gpt2", "llama", "gpt_neox", "qwen2")
+HF = HF_FAMILIES
 
 
 def _step_gradients(adapter, data, config):

@@ -15,6 +15,7 @@ from torch.distributed.tensor import DTensor
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from epverify.adapters import wrap
+from epverify.adapters.registry import Sizes, families, family
 from epverify.cli import main
 from epverify.core import engine, hard_concrete
 from epverify.errors import EpverifyError
@@ -126,29 +127,11 @@ def test_sharded_layers_compute_what_the_model_computes_one_layer_at_a_time(one_
     assert all(isinstance(layer.mlp.up_proj.weight, DTensor) for layer in inner.layers)
 
 
-def _family(name: str):
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPTNeoXConfig,
-        GPTNeoXForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
-
-    torch.manual_seed(0)
-    if name == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=40, n_positions=16, n_embd=32, n_layer=2, n_head=4))
-    if name == "gpt_neox":
-        return GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=40, hidden_size=32, intermediate_size=64,
-                                                num_hidden_layers=2, num_attention_heads=4, rotary_pct=0.5))
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2))
-
-
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "qwen2"])
-def test_sharding_reproduces_every_family(one_process_group, family):
-    model = _family(family)
+@pytest.mark.parametrize("name", sorted(families()))
+def test_sharding_reproduces_every_family(one_process_group, name):
+    """Every registered family shards by its registered decoder layer class and computes what it computed."""
+    model = family(name).tiny_model(Sizes(n_kv_heads=2))
+    assert type(wrap(model).adapter.layers[0]).__name__ == family(name).layer_class
     plain = wrap(copy.deepcopy(model)).adapter
     inner = wrap(model).adapter
     sharded = ShardedAdapter(inner, LayerShards(inner, Parallel(LaunchSettings(shard=True))))

@@ -4,9 +4,9 @@ import weakref
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from epverify.adapters import wrap
+from epverify.adapters.registry import Sizes, family
 from epverify.adapters.tracr import TracrAdapter
 from epverify.core import engine, oracle
 from epverify.errors import EpverifyError
@@ -72,27 +72,33 @@ def test_binary_edge_sets_equal_the_oracle(name, ablation):
 
 
 def _plain_soft_run(adapter, ids, mask, corrupted_ids, z):
-    """The left-hand form with soft masks, through ordinary autograd: x_r = sum_w z h_w + (1 - z) h~_w."""
+    """The left-hand form with soft masks, through ordinary autograd: x_r = bias(r) + sum_w z h_w + (1 - z) h~_w,
+    bias(r) the attention-output biases upstream of r."""
     graph = adapter.graph
     corrupt, _ = oracle.writer_outputs(adapter, corrupted_ids, mask)
     outputs = dict(zip(adapter.embed_names, adapter.embed(ids)))
 
-    def reader_input(reader, n_writers):
-        x = 0
+    def reader_input(reader, n_writers, bias):
+        x = bias
         for w in graph.writers[:n_writers]:
             zw = z[..., graph.edge_index[(w, reader)]]
             zw = zw[:, None, None] if z.dim() == 2 else zw  # per-example masks: one value per row
             x = x + zw * outputs[w] + (1 - zw) * corrupt[w]
         return x
 
+    bias = 0
     for layer in range(adapter.n_layers):
         group = graph.attn_group(layer)
-        x = torch.stack([reader_input(r, group.n_writers) for r in group.readers])
+        x = torch.stack([reader_input(r, group.n_writers, bias) for r in group.readers])
         h, kv = adapter.n_heads, adapter.n_kv_heads
         a = adapter.attention(layer, *adapter.attention_qkv(layer, *x.split([h, kv, kv])), mask)
         outputs.update({f"a{layer}.h{i}": w for i, w in enumerate(adapter.head_writes(layer, a))})
-        outputs[f"m{layer}"] = adapter.mlp(layer, reader_input(f"m{layer}", graph.mlp_group(layer).n_writers))
-    return adapter.unembed(reader_input("resid_post", len(graph.writers)))
+        layer_bias = adapter.attention_bias(layer)
+        after = bias if layer_bias is None else bias + layer_bias
+        mlp_in = reader_input(f"m{layer}", graph.mlp_group(layer).n_writers, bias if adapter.parallel_mlp else after)
+        outputs[f"m{layer}"] = adapter.mlp(layer, mlp_in)
+        bias = after
+    return adapter.unembed(reader_input("resid_post", len(graph.writers), bias))
 
 
 @pytest.mark.parametrize("name", ["reverse", "sort"])
@@ -150,22 +156,14 @@ def test_per_example_masks_node_masks_and_positions_match_plain_autograd(name):
     torch.testing.assert_close(n1.grad, n2.grad, atol=1e-8, rtol=1e-6)
 
 
-def _tiny_hf(family: str, dtype: torch.dtype):
-    """A 3-layer Hugging Face model with several heads: grouped KV heads (llama), a parallel MLP (neox)."""
-    torch.manual_seed(0)
-    if family == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(n_layer=3, n_head=3, n_embd=24, n_positions=16, vocab_size=40))
-    elif family == "llama":
-        model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                             hidden_size=32, intermediate_size=24, vocab_size=40))
-    else:
-        model = GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=3, num_attention_heads=4, hidden_size=32,
-                                                 intermediate_size=24, vocab_size=40))
-    model.config._attn_implementation = "eager"
+def _tiny_hf(name: str, dtype: torch.dtype):
+    """A 3-layer Hugging Face model with several heads: grouped KV heads (llama), a parallel MLP (neox),
+    post-norms (gemma2, olmo2; OLMo 2's q/k norm over all heads)."""
+    model = family(name).tiny_model(Sizes(n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8, d_model=32, d_mlp=24))
     return wrap(model.to(dtype)).adapter
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox", "gemma2", "olmo2"])
 @pytest.mark.parametrize("per_example", [False, True])
 @pytest.mark.parametrize("fold_bytes", [1, 2**40])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -173,7 +171,8 @@ def test_hf_mask_gradients_equal_plain_autograd(family, per_example, fold_bytes,
     """Several heads per layer, whose gradients the stack folds through the upstream layers' output projections
     one layer at a time (fold_bytes 1) or all at once, in the model's dtype (float32: in place in the float32
     gradient buffers) or not (float64): the same mask gradients as autograd on the plain sum, to the precision of
-    the float32 buffers."""
+    the float32 buffers (weights moved off their init give gradients of order 1: float32 sums of a few hundred
+    such terms agree to about 1e-5 relative, so float32 is held to rtol 1e-4, float64 to 1e-5)."""
     make = engine.DeltaStack.__init__
     monkeypatch.setattr(engine.DeltaStack, "__init__", lambda self, *shape, **_: make(self, *shape, fold_bytes))
     adapter = _tiny_hf(family, dtype)
@@ -184,7 +183,8 @@ def test_hf_mask_gradients_equal_plain_autograd(family, per_example, fold_bytes,
     z = torch.rand(shape, generator=gen, dtype=dtype)
     weights = torch.randn(*ids.shape, 40, generator=gen, dtype=dtype)
 
-    _assert_mask_gradients_match_plain(adapter, ids, mask, corrupted_ids, z, weights, atol=1e-5, rtol=1e-5)
+    rtol = 1e-5 if dtype == torch.float64 else 1e-4
+    _assert_mask_gradients_match_plain(adapter, ids, mask, corrupted_ids, z, weights, atol=1e-5, rtol=rtol)
 
 
 def test_positions_must_be_one_flag_per_token():

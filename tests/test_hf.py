@@ -8,18 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from epverify.adapters import wrap, wrap_pretrained
+from epverify.adapters.registry import Sizes, families, family
 from epverify.core import oracle
 from epverify.core.graph import count_edges
 from epverify.errors import EpverifyError
@@ -29,56 +21,9 @@ VOCAB = 40
 COMPILED = Path(__file__).resolve().parents[1] / "compiled_models"
 
 
-def tiny(family: str, seed: int = 0, **overrides):
-    """A tiny random model of `family` with every parameter moved off its init (non-zero biases)."""
-    common = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0, attn_implementation="eager")
-    if family == "gpt2":
-        model_class, config = (
-            GPT2LMHeadModel,
-            GPT2Config(n_layer=2, n_head=3, n_embd=24, n_positions=16, **common),
-        )
-    elif family == "llama":
-        config = LlamaConfig(
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            hidden_size=32,
-            intermediate_size=24,
-            max_position_embeddings=16,
-            attention_bias=True,
-            **common,
-        )
-        model_class = LlamaForCausalLM
-    elif family == "gpt_neox":
-        config = GPTNeoXConfig(
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            hidden_size=32,
-            intermediate_size=24,
-            rotary_pct=0.5,
-            max_position_embeddings=16,
-            **common,
-        )
-        model_class = GPTNeoXForCausalLM
-    else:
-        config = Qwen2Config(
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            hidden_size=32,
-            intermediate_size=24,
-            max_position_embeddings=16,
-            **common,
-        )
-        model_class = Qwen2ForCausalLM
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    torch.manual_seed(seed)
-    model = model_class(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p), alpha=0.2)
-    return model
+def tiny(name: str, seed: int = 0, sizes: Sizes | None = None, **options):
+    """A tiny random model of a registered family, every parameter moved off its init (the registry's builder)."""
+    return family(name).tiny_model(sizes or Sizes(vocab=VOCAB), seed, **options)
 
 
 def inputs(seed: int = 0, batch: int = 3, seq: int = 6):
@@ -96,7 +41,7 @@ def hf_logits(model, ids, mask=None):
         return model(input_ids=ids, attention_mask=mask).logits
 
 
-FAMILIES = ("gpt2", "llama", "gpt_neox", "qwen2")
+FAMILIES = tuple(families())
 
 
 # ----- graph sizes ------------------------------------------------------------------------------------------
@@ -125,7 +70,7 @@ def test_codellama_13b_edge_count_on_meta():
 
 
 def test_grouped_query_attention_has_k_and_v_readers_per_kv_head():
-    masked = wrap(tiny("qwen2"))  # 4 query heads, 1 KV head
+    masked = wrap(tiny("qwen2", sizes=Sizes(vocab=VOCAB, n_kv_heads=1)))  # 4 query heads, 1 KV head
     layer0 = [r for r in masked.readers if r.startswith("a0.")]
     assert layer0 == ["a0.h0.q", "a0.h1.q", "a0.h2.q", "a0.h3.q", "a0.h0.k", "a0.h0.v"]
 
@@ -142,7 +87,8 @@ def test_neox_parallel_mlp_does_not_read_its_own_layer_heads():
 # ----- dispatch and errors ----------------------------------------------------------------------------------
 def test_unsupported_architecture_is_named_with_the_supported_list():
     fake = SimpleNamespace(config=SimpleNamespace(model_type="opt"), lm_head=object())
-    with pytest.raises(EpverifyError, match=r"unsupported architecture 'opt'.*gpt2, llama, gpt_neox, qwen2"):
+    supported = ", ".join(t for fam in families().values() for t in fam.model_types)
+    with pytest.raises(EpverifyError, match=rf"unsupported architecture 'opt': supported are {supported} "):
         wrap(fake)
     with pytest.raises(EpverifyError, match="cannot wrap a str"):
         wrap("gpt2")
@@ -197,13 +143,62 @@ def test_wrap_accepts_a_compiled_tracr_model():
     assert masked.writers[:2] == ["tok_embeds", "pos_embeds"]
 
 
-def test_qwen2_sliding_window_longer_than_the_window_is_refused():
-    model = tiny("qwen2", use_sliding_window=True, sliding_window=2, layer_types=["sliding_attention"] * 2)
-    ids, _, _ = inputs(seq=4)
-    with pytest.raises(EpverifyError, match="sliding-window"):
-        wrap(model).run(ids)
-    short = ids[:, :2]
-    torch.testing.assert_close(wrap(model).run(short), hf_logits(model, short), atol=1e-5, rtol=0)
+WINDOWED = {  # a family option that changes the output on inputs of 6 tokens, and the config without it
+    "qwen2": ({"use_sliding_window": True, "sliding_window": 2, "layer_types": ["sliding_attention"] * 2},
+              {"use_sliding_window": False}),
+    "mistral": ({"sliding_window": 2}, {"sliding_window": None}),
+    "phi3": ({"sliding_window": 3}, {"sliding_window": None}),
+    "gemma2": ({"sliding_window": 2, "attn_logit_softcapping": 1.0, "final_logit_softcapping": 2.0},
+               {"sliding_window": 64, "attn_logit_softcapping": None, "final_logit_softcapping": None}),
+    "gemma3_text": ({"sliding_window": 2}, {"sliding_window": 64}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWED))
+def test_sliding_windows_and_soft_capping_are_reproduced_and_matter(name):
+    """Windows (and Gemma 2's soft-capping) reproduce the model's logits, and they change them: the inputs are
+    longer than the window, so a run that ignored it would differ."""
+    option, plain = WINDOWED[name]
+    model, unwindowed = tiny(name, **option), tiny(name, **plain)
+    ids, corrupted, mask = inputs()
+    real = mask.bool()
+    expected = hf_logits(model, ids, mask)[real]
+    assert (expected - hf_logits(unwindowed, ids, mask)[real]).abs().max() > 1e-3
+    masked = wrap(model)
+    torch.testing.assert_close(masked.run(ids, mask)[real], expected, atol=1e-5, rtol=0)
+    kept = masked.edges[::2]
+    expected = oracle.run_with_edges(masked.adapter, ids, kept, "interchange", attention_mask=mask,
+                                     corrupted_ids=corrupted)
+    torch.testing.assert_close(masked.run(ids, mask, corrupted_ids=corrupted, edges=kept), expected, atol=1e-5,
+                               rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3_text", "olmo2"])
+def test_post_norm_head_writes_sum_to_the_layer_output_and_node_masks_stay_out_of_rho(name):
+    """Under a post-norm each head writes g * (W_o a_h) / rho: the heads sum to the post-norm of the attention
+    module's own output; a node mask removing a head equals removing that head's edges (rho stays this run's)."""
+    from epverify.core import engine
+
+    model = tiny(name)
+    adapter = wrap(model).adapter
+    ids, corrupted, mask = inputs()
+    captured = {}
+    hook = adapter.layers[1].self_attn.register_forward_hook(lambda m, args, out: captured.update(out=out[0]))
+    hf_logits(model, ids, mask)
+    hook.remove()
+    with torch.no_grad():
+        writes = adapter.head_writes(1, engine.full_run(adapter, ids, mask).heads[1])  # (H, B, T, d)
+        expected = adapter.layers[1].post_attention_layernorm(captured["out"])
+        real = mask.bool()
+        torch.testing.assert_close(writes.sum(0)[real], expected[real], atol=1e-5, rtol=0)
+        graph = adapter.graph
+        node = torch.ones(len(graph.writers))
+        node[graph.writer_index["a1.h0"]] = 0
+        ablated = engine.ablated_record(adapter, "interchange", ids, mask, corrupted_ids=corrupted)
+        by_node = engine.masked_run(adapter, ids, ablated, torch.ones(graph.num_edges), node, attention_mask=mask)
+    kept = [e for e in graph.edges if e[0] != "a1.h0"]
+    by_edges = oracle.run_with_edges(adapter, ids, kept, "interchange", attention_mask=mask, corrupted_ids=corrupted)
+    torch.testing.assert_close(by_node, by_edges, atol=1e-5, rtol=0)
 
 
 # ----- no copies, no changes --------------------------------------------------------------------------------

@@ -21,14 +21,9 @@ from transformers import (
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
 )
 
+from epverify.adapters.registry import Sizes, families, family
 from epverify.cli import main
 from epverify.io import checkpoint
 from epverify.tasks import get_task
@@ -214,31 +209,23 @@ def test_an_out_that_cannot_be_written_is_one_line(world, tmp_path, monkeypatch,
 
 
 # ----- what was dropped, what was missed ------------------------------------------------------------------------
-FAMILIES = {
-    "gpt2": lambda v: GPT2LMHeadModel(GPT2Config(vocab_size=v, n_positions=64, n_embd=16, n_layer=1, n_head=2)),
-    "llama": lambda v: LlamaForCausalLM(LlamaConfig(vocab_size=v, hidden_size=16, intermediate_size=32,
-                                                    num_hidden_layers=1, num_attention_heads=2)),
-    "gpt_neox": lambda v: GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=v, hidden_size=16, intermediate_size=32,
-                                                          num_hidden_layers=1, num_attention_heads=2)),
-    "qwen2": lambda v: Qwen2ForCausalLM(Qwen2Config(vocab_size=v, hidden_size=16, intermediate_size=32,
-                                                    num_hidden_layers=1, num_attention_heads=2,
-                                                    num_key_value_heads=1)),
-}
+def _tiny(name: str, vocab: int):
+    return family(name).tiny_model(Sizes(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=8, d_model=16, vocab=vocab))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_a_tokenizer_the_package_builds_loads_back_as_itself_beside_every_family(tmp_path, family):
+@pytest.mark.parametrize("name", sorted(families()))
+def test_a_tokenizer_the_package_builds_loads_back_as_itself_beside_every_family(tmp_path, name):
     """transformers reads a word-level tokenizer saved beside a Qwen2 model as Qwen2's byte-level BPE (it
     splits "Then, Mary and Lisa" into characters); `load_tokenizer` reads it as the class it was saved as."""
     tokenizer = build_word_tokenizer(get_task("ioi").vocabulary())
-    FAMILIES[family](len(tokenizer)).save_pretrained(tmp_path)
+    _tiny(name, len(tokenizer)).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     back = load_tokenizer(tmp_path)
     text = "Then, Mary and Lisa went to the store"
     assert back.tokenize(text) == tokenizer.tokenize(text) == ["Then", ",", "Mary", "and", "Lisa", "went", "to",
                                                                "the", "store"]
     assert back(text).input_ids == tokenizer(text).input_ids
-    if family == "qwen2":  # what transformers alone gives: the failure this guards against
+    if name == "qwen2":  # what transformers alone gives: the failure this guards against
         assert AutoTokenizer.from_pretrained(tmp_path).tokenize(text) != tokenizer.tokenize(text)
 
 

@@ -53,6 +53,9 @@ class Gemma3Adapter(Gemma2Adapter):
             raise EpverifyError("Gemma 3 with use_bidirectional_attention=True is not a causal LM: edge pruning "
                                 "here needs causal attention; load a config with use_bidirectional_attention=False")
 
+    def _softcap(self) -> None:
+        return None  # Gemma 3's config carries attn_logit_softcapping, but its attention does not apply it
+
     def _cos_sin(self, layer, q, positions):
         return self.rotary_emb(q, positions, self.config.layer_types[layer])
 

@@ -138,6 +138,10 @@ class HFAdapter(Adapter):
             return None
         return window if types is None or types[layer] == "sliding_attention" else None
 
+    def _softcap(self) -> float | None:
+        """Attention soft-capping (Gemma 2's attn_logit_softcapping), None for none."""
+        return getattr(self.config, "attn_logit_softcapping", None)
+
     def _head_norm(self, layer: int, kind: str) -> Callable:
         if not self.head_norms or kind == "v":
             return _identity
@@ -184,8 +188,7 @@ class HFAdapter(Adapter):
         heads still sum to exactly what the layer writes, and an ablated head's value carries its own run's rho.
         """
         a = causal_softmax_attention(q, k, v, attention_mask, causal=True, scale=self._scale(layer),
-                                     window=self._window(layer), softcap=getattr(self.config,
-                                                                                 "attn_logit_softcapping", None))
+                                     window=self._window(layer), softcap=self._softcap())
         if self.attn_post_norm_name is None:
             return a
         b, h, t, e = a.shape

@@ -100,14 +100,20 @@ def _llama_config(s: Sizes, **options):
     return hf_config("LlamaConfig", s, **options)
 
 
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 4, "rope_theta": 500.0}
+
+
 def _llama_options(draw, s: Sizes) -> dict:
     from hypothesis import strategies as st
 
-    return {**draw_rope(draw), "attention_bias": draw(st.booleans()), "mlp_bias": draw(st.booleans())}
+    rope = draw(st.sampled_from([draw_rope(draw)["rope_parameters"], LLAMA3_ROPE,
+                                 {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}]))
+    return {"rope_parameters": dict(rope), "attention_bias": draw(st.booleans()), "mlp_bias": draw(st.booleans())}
 
 
 def _windowed(draw, s: Sizes) -> dict:
-    return {**draw_rope(draw), **draw_window(draw, s)}
+    return {**draw_rope(draw), **draw_window(draw, s), "use_sliding_window": True}
 
 
 def _mistral_options(draw, s: Sizes) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from .hf import heads_last
 from .llama import LlamaAdapter
-from .registry import Family, Sizes, draw_rope, hf_config
+from .registry import Family, draw_rope, hf_config
 
 
 class Olmo2Adapter(LlamaAdapter):

@@ -10,7 +10,7 @@
         ids, corrupted, mask = data.draw(eps.token_batches(shape.vocab_size, shape.max_seq_len + 1))
         kept = data.draw(eps.binary_edge_sets(graph))          # a set of (writer, reader) edges
 
-- `model_configs(families)`: tiny Hugging Face configs (GPT-2, Llama, GPT-NeoX, Qwen2) and `TracrShape`s; turn
+- `model_configs(families)`: tiny Hugging Face configs (every registered family) and `TracrShape`s; turn
   any of them into a model with `build_model(config, seed)`.
 - `tracr_shapes()` / `tracr_models()`: random models with the Tracr layout (no layer norm, ReLU MLPs, no
   attention biases, an unembedding that projects the residual), random sizes and weights.
@@ -31,7 +31,14 @@ from hypothesis import strategies as st
 
 from ..core.graph import ComponentGraph
 
-HF_FAMILIES = ("gpt2", "llama", "gpt_neox", "qwen2")
+
+def _hf_families() -> tuple[str, ...]:
+    from ..adapters.registry import families
+
+    return tuple(families())
+
+
+HF_FAMILIES = _hf_families()  # every registered Hugging Face family
 FAMILIES = (*HF_FAMILIES, "tracr")
 
 
@@ -121,41 +128,24 @@ def tracr_models(**sizes) -> st.SearchStrategy:
 
 
 # ----- Hugging Face configs ---------------------------------------------------------------------------------
-_ROPES = (
-    {"rope_type": "default", "rope_theta": 10000.0},
-    {"rope_type": "default", "rope_theta": 37.0},
-    {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
-)
-
-
 @st.composite
 def hf_configs(draw, family: str):
-    """A tiny random Hugging Face config of `family` (gpt2, llama, gpt_neox, qwen2), eager attention."""
-    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+    """A tiny random Hugging Face config of a registered family (`epverify.adapters.registry`), eager
+    attention: random sizes within what the family allows, then the family's own options (norms, windows,
+    soft-capping, rotary settings) as it draws them."""
+    from ..adapters.registry import Sizes
+    from ..adapters.registry import family as registered
 
-    n_layers, n_heads = draw(st.integers(1, 3)), draw(st.integers(1, 4))
-    common = dict(vocab_size=draw(st.integers(30, 60)), tie_word_embeddings=draw(st.booleans()),
-                  bos_token_id=0, eos_token_id=0, attn_implementation="eager")
-    if family == "gpt2":
-        return GPT2Config(n_layer=n_layers, n_head=n_heads, n_embd=n_heads * draw(st.integers(4, 12)),
-                          n_positions=16, **common)
-    head_dim = 2 * draw(st.integers(2, 6))  # rotary needs an even head size
-    if family == "gpt_neox":
-        return GPTNeoXConfig(num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                             hidden_size=n_heads * head_dim,
-                             intermediate_size=draw(st.sampled_from([12, 40])),
-                             rotary_pct=draw(st.sampled_from([0.5, 1.0])),
-                             use_parallel_residual=draw(st.booleans()), max_position_embeddings=16, **common)
-    n_kv = draw(st.sampled_from([k for k in range(1, n_heads + 1) if n_heads % k == 0]))
-    shape = dict(num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
-                 head_dim=head_dim, hidden_size=n_heads * head_dim,
-                 intermediate_size=draw(st.sampled_from([12, 40])),
-                 max_position_embeddings=16, rope_parameters=dict(draw(st.sampled_from(_ROPES))), **common)
-    if family == "llama":
-        return LlamaConfig(attention_bias=draw(st.booleans()), mlp_bias=draw(st.booleans()), **shape)
-    if family == "qwen2":
-        return Qwen2Config(**shape)
-    raise ValueError(f"unknown family {family!r}: choose one of {', '.join(HF_FAMILIES)}")
+    fam = registered(family)
+    n_heads = draw(st.integers(1, 4))
+    head_dim = 2 * draw(st.integers(2, 6)) if fam.rotary else draw(st.integers(4, 12))
+    sizes = fam.fit(Sizes(
+        n_layers=draw(st.integers(1, 3)), n_heads=n_heads,
+        n_kv_heads=draw(st.sampled_from([k for k in range(1, n_heads + 1) if n_heads % k == 0])),
+        head_dim=head_dim, d_model=n_heads * draw(st.sampled_from([head_dim, head_dim + 3])),
+        d_mlp=draw(st.sampled_from([12, 40])), vocab=draw(st.integers(30, 60)), tied=draw(st.booleans())))
+    options = fam.options(draw, sizes) if fam.options is not None else {}
+    return fam.tiny_config(sizes, **options)
 
 
 def model_configs(families: tuple[str, ...] = FAMILIES) -> st.SearchStrategy:
@@ -171,14 +161,9 @@ def build_model(config, seed: int = 0):
     LM in eval mode, every parameter moved off its initial value (biases non-zero, norm weights not one)."""
     if isinstance(config, TracrShape):
         return config.build()
-    from transformers import AutoModelForCausalLM
+    from ..adapters.registry import build
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p), alpha=0.2)
-    return model
+    return build(config, seed)
 
 
 # ----- masks and edge sets ----------------------------------------------------------------------------------
