@@ -1,6 +1,8 @@
-"""The memory estimator against measurement on the CPU: small Llama configs, one pruning step each.
+"""The memory estimator against measurement on the CPU: small Llama configs, one pruning step each, and the
+"small" size in every registered family.
 
     python bench/memory_check.py            # prints a table; --json PATH writes it
+    python bench/memory_check.py --families # one row per registered family (small, batch 4, checkpointing)
 
 Measured: the model's weights plus the peak bytes torch's CPU allocator held during `prune` (two steps, the
 precomputations included), read from torch.profiler's memory events (`epverify.scale.memory.measure_cpu_peak`): the CPU
@@ -25,30 +27,30 @@ from scale import boolean_shaped_batch  # noqa: E402
 
 from epverify import PruneConfig, prune  # noqa: E402
 from epverify.adapters import wrap  # noqa: E402
+from epverify.adapters.registry import Sizes, families, family  # noqa: E402
 from epverify.scale import memory  # noqa: E402
 
-CONFIGS = {
-    "tiny": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=4, vocab_size=512),
-    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=8, vocab_size=2048),
-    "gqa": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=6, num_attention_heads=6,
-                num_key_value_heads=2, vocab_size=1024),
-    "deep": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=12, num_attention_heads=8,
-                 num_key_value_heads=8, vocab_size=1024),
-    "wide-mlp": dict(hidden_size=256, intermediate_size=2048, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=4, vocab_size=4096),
+CONFIGS = {  # (layers, heads, KV heads, d_model, d_mlp, vocab); head_dim = d_model / heads
+    "tiny": (4, 4, 4, 64, 172, 512),
+    "small": (4, 8, 8, 256, 688, 2048),
+    "gqa": (6, 6, 2, 192, 512, 1024),
+    "deep": (12, 8, 8, 128, 344, 1024),
+    "wide-mlp": (2, 4, 4, 256, 2048, 4096),
 }
 
 
-def measure(name: str, batch: int, checkpoint: bool, micro: int = 0) -> dict:
-    """One row: `micro` rows per pass (`PruneConfig.micro_batch_size`; 0: the whole batch at once)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def sizes(name: str) -> Sizes:
+    layers, heads, kv, d, d_mlp, vocab = CONFIGS[name]
+    return Sizes(n_layers=layers, n_heads=heads, n_kv_heads=kv, head_dim=d // heads, d_model=d, d_mlp=d_mlp,
+                 vocab=vocab)
 
-    config = LlamaConfig(**CONFIGS[name], max_position_embeddings=256)
-    config._attn_implementation = "eager"
+
+def measure(name: str, batch: int, checkpoint: bool, micro: int = 0, family_name: str = "llama") -> dict:
+    """One row: `micro` rows per pass (`PruneConfig.micro_batch_size`; 0: the whole batch at once), the model a
+    random one of the registered family `family_name` at the sizes `name`."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval().requires_grad_(False)
+    model = family(family_name).tiny_model(sizes(name)).requires_grad_(False)
+    config = model.config
     masked = wrap(model)
     data = boolean_shaped_batch(config.vocab_size, batch, 0, "cpu")
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -58,7 +60,7 @@ def measure(name: str, batch: int, checkpoint: bool, micro: int = 0) -> dict:
     predicted = memory.estimate(config, batch, data.input_ids.shape[1], torch.float32, checkpoint=checkpoint,
                                 micro_batch=micro)
     measured = weights + peak
-    return {"config": name, "batch": batch, "micro_batch": micro, "checkpoint": checkpoint,
+    return {"config": name, "family": family_name, "batch": batch, "micro_batch": micro, "checkpoint": checkpoint,
             "measured_mib": round(measured / 2**20, 1), "predicted_mib": round(predicted.total / 2**20, 1),
             "ratio": round(predicted.total / measured, 3)}
 
@@ -66,9 +68,18 @@ def measure(name: str, batch: int, checkpoint: bool, micro: int = 0) -> dict:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="also write the rows as JSON")
+    parser.add_argument("--families", action="store_true", help="one row per registered family instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
+    if args.families:
+        print(f"{'family':12s} {'measured MiB':>12s} {'predicted MiB':>13s} {'predicted/measured':>18s}")
+        for name in families():
+            r = measure("small", 4, True, family_name=name)
+            rows.append(r)
+            print(f"{name:12s} {r['measured_mib']:12.1f} {r['predicted_mib']:13.1f} {r['ratio']:18.2f}", flush=True)
+        _write(args.json, rows)
+        return rows
     print(f"{'config':9s} {'batch':>5s} {'checkpoint':>10s} {'measured MiB':>12s} {'predicted MiB':>13s} "
           f"{'predicted/measured':>18s}")
     for name in CONFIGS:
@@ -79,10 +90,14 @@ def main(argv=None) -> list[dict]:
                 shown = f"{batch}/{micro}" if micro else str(batch)
                 print(f"{name:9s} {shown:>5s} {str(checkpoint):>10s} {r['measured_mib']:12.1f} "
                       f"{r['predicted_mib']:13.1f} {r['ratio']:18.2f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    _write(args.json, rows)
     return rows
+
+
+def _write(path: str | None, rows: list[dict]) -> None:
+    if path:
+        with open(path, "w") as fh:
+            json.dump(rows, fh, indent=1)
 
 
 if __name__ == "__main__":

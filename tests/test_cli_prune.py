@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from epverify.adapters.registry import families
 from epverify.cli import main
 from epverify.io.circuit import Circuit
 from epverify.tasks import TASKS, get_task
@@ -89,3 +90,29 @@ def test_prune_rejects_out_of_range_sparsity(tmp_path, capsys):
     code = main(["prune", "--model", str(model), "--task", "ioi", "--target-sparsity", "2", "--out",
                  str(tmp_path / "o")])
     assert code == 2 and "[0, 1.5]" in capsys.readouterr().err
+
+
+STYLE = {"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "llama": "llama3"}
+
+
+@pytest.mark.parametrize("name", sorted(families()))
+def test_prune_runs_on_a_saved_tiny_checkpoint_of_every_registered_family(tmp_path, name):
+    """`epverify prune` on every family in the registry, from a directory written by save_pretrained; Gemma's
+    and Llama 3's tokenizers (BOS prepended, Llama 3's without a pad token) keep their BOS first in every row."""
+    from epverify.adapters.registry import Sizes, family
+
+    style = STYLE.get(name, "plain")
+    tokenizer = build_word_tokenizer(get_task("ioi").vocabulary(), style=style)
+    path = tmp_path / name
+    family(name).tiny_model(Sizes(vocab=len(tokenizer))).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    out = tmp_path / "run"
+    assert main(["prune", "--model", str(path), "--task", "ioi", "--steps", "3", "--batch-size", "4",
+                 "--examples", "8", "--target-sparsity", "0.5", "--device", "cpu", "--out", str(out)]) == 0
+    circuit = Circuit.from_json(out / "circuit.json")
+    assert circuit.model["family"] == name
+    if style != "plain":
+        task = get_task("ioi")
+        data = task.encode(tokenizer, task.examples(8, seed=0)).data
+        assert (data.input_ids[:, 0] == tokenizer.bos_token_id).all() and (data.corrupted_ids[:, 0] == tokenizer.bos_token_id).all()
+        assert tokenizer.pad_token_id is None or style == "gemma"

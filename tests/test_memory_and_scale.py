@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
+from epverify.adapters.registry import families
 from epverify.scale import memory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,3 +85,10 @@ def test_sharding_divides_the_decoder_layers_and_nothing_else():
     assert one.parts["weights"] - eight.parts["weights"] == 40 * layer - 40 * layer // 8 - layer
     assert {k: v for k, v in one.parts.items() if k != "weights"} == \
         {k: v for k, v in eight.parts.items() if k != "weights"}
+
+
+@pytest.mark.parametrize("name", sorted(families()))
+def test_every_family_estimate_is_within_25_percent_of_its_measured_cpu_peak(name):
+    """The shape the registry declares for each family (bench/memory_check.py --families prints the table)."""
+    row = memory_check.measure("small", 4, True, family_name=name)
+    assert 0.75 < row["ratio"] < 1.25, row

@@ -77,7 +77,7 @@ def _config(s: Sizes, **options):
     from transformers import GPT2Config
 
     return GPT2Config(n_layer=s.n_layers, n_head=s.n_heads, n_embd=s.d_model, n_inner=s.d_mlp, vocab_size=s.vocab,
-                      tie_word_embeddings=s.tied, n_positions=32, bos_token_id=0, eos_token_id=0,
+                      tie_word_embeddings=s.tied, n_positions=128, bos_token_id=0, eos_token_id=0,
                       attn_implementation="eager", **options)
 
 

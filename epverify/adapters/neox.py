@@ -76,7 +76,7 @@ def _config(s: Sizes, **options):
 
     return GPTNeoXConfig(num_hidden_layers=s.n_layers, num_attention_heads=s.n_heads, hidden_size=s.d_model,
                          intermediate_size=s.d_mlp, vocab_size=s.vocab, tie_word_embeddings=s.tied,
-                         max_position_embeddings=32, bos_token_id=0, eos_token_id=0, attn_implementation="eager",
+                         max_position_embeddings=128, bos_token_id=0, eos_token_id=0, attn_implementation="eager",
                          **options)
 
 

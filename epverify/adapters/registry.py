@@ -137,7 +137,7 @@ def hf_config(class_name: str, s: Sizes, **kwargs):
     cls = getattr(transformers, class_name)
     return cls(num_hidden_layers=s.n_layers, num_attention_heads=s.n_heads, num_key_value_heads=s.n_kv_heads,
                head_dim=s.head_dim, hidden_size=s.d_model, intermediate_size=s.d_mlp, vocab_size=s.vocab,
-               tie_word_embeddings=s.tied, max_position_embeddings=32, bos_token_id=0, eos_token_id=0,
+               tie_word_embeddings=s.tied, max_position_embeddings=128, bos_token_id=0, eos_token_id=0,
                pad_token_id=0, attn_implementation="eager", **kwargs)
 
 

@@ -262,8 +262,15 @@ def _layer_modules(adapter) -> list[nn.Module]:
     modules = getattr(adapter, "layers", None)
     if modules is None or len(modules) != adapter.n_layers:
         raise EpverifyError(f"{type(adapter).__name__} has no per-layer modules to shard: FSDP sharding needs a "
-                            "Hugging Face model (GPT-2, Llama, GPT-NeoX, Qwen2); use a config without FSDP")
+                            "Hugging Face model of a registered family; use a config without FSDP")
     return list(modules)
+
+
+def _layer_class(adapter) -> str:
+    """The decoder layer class FSDP wraps: the family's, from the registry (`epverify.adapters.registry`)."""
+    from ..adapters.registry import family
+
+    return family(adapter.family).layer_class
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -292,7 +299,7 @@ class LayerShards:
         self.device = parallel.device
         self.layers = _layer_modules(adapter)
         wanted = parallel.settings.layer_classes
-        kind = type(self.layers[0]).__name__
+        kind = _layer_class(adapter)
         if wanted and kind not in wanted:
             raise EpverifyError(f"the FSDP config wraps {', '.join(wanted)} but this model's decoder layers are "
                                 f"{kind}: set fsdp_transformer_layer_cls_to_wrap: {kind}")

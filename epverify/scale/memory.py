@@ -160,9 +160,8 @@ def _working_set(s: Shape, batch: int, seq_len: int, width: int, checkpoint: boo
     attention_work = ((2 * readers_per_layer + 4 * s.n_heads) * chunk * 4
                       + 3 * rows * s.n_heads * seq_len**2 * 4
                       + 6 * rows * seq_len * s.n_heads * s.head_dim * width)
-    if s.full_qk_norm:  # every query and key head projects its own input in full, then norms it (float32)
-        full = rows * seq_len * s.head_dim * (s.n_heads**2 + s.n_kv_heads**2)
-        attention_work += 3 * full * 4
+    if s.full_qk_norm:  # each query and key head's own full projection, kept for the norm's backward (float32)
+        attention_work += rows * seq_len * s.head_dim * (s.n_heads**2 + s.n_kv_heads**2) * 4
     mlp_work = 6 * tokens * s.d_mlp * width + 4 * tokens * s.d_model * width
     return max(attention_work, mlp_work)
 

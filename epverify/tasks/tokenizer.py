@@ -50,30 +50,40 @@ def _declared_class(path: Path) -> str | None:
         return None
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+# Special tokens as model families name them (pad, unknown, bos, eos); None: the family's tokenizer has none.
+# Gemma's and Llama 3's tokenizers prepend their BOS to every encoded text; Llama 3's has no pad token.
+STYLES = {
+    "plain": (PAD, UNK, BOS, EOS),
+    "gemma": ("<pad>", "<unk>", "<bos>", "<eos>"),
+    "llama3": (None, "<|reserved_special_token_0|>", "<|begin_of_text|>", "<|end_of_text|>"),
+}
 
 
-def build_word_tokenizer(words: Iterable[str], add_bos: bool = False) -> PreTrainedTokenizerFast:
+def build_word_tokenizer(words: Iterable[str], add_bos: bool = False, style: str = "plain") -> PreTrainedTokenizerFast:
     """A Hugging Face fast tokenizer whose vocabulary is the pieces of ``words`` (e.g. ``task.vocabulary()``).
 
     Words may be any text: each is split the way the tokenizer splits input ("isn't" gives "isn", "'", "t").
-    Ids 0-3 are ``[PAD]``, ``[UNK]``, ``[BOS]``, ``[EOS]`` (pad, unknown, bos, eos); the pieces follow
-    in sorted order.  With ``add_bos``, encoding with special tokens prepends ``[BOS]`` as Llama's does.
+    The first ids are the special tokens of ``style`` (`STYLES`: ``[PAD]``, ``[UNK]``, ``[BOS]``, ``[EOS]`` for
+    "plain"; Gemma's ``<bos>``...; Llama 3's ``<|begin_of_text|>``..., without a pad token); the pieces follow in
+    sorted order. With ``add_bos`` (always for the "gemma" and "llama3" styles), encoding with special tokens
+    prepends the BOS token, as those families' tokenizers do.
     """
+    pad, unk, bos, eos = STYLES[style]
+    add_bos = add_bos or style != "plain"
     pre_tokenizer = pre_tokenizers.Whitespace()
     pieces: set[str] = set()
     for word in words:
         pieces.update(piece for piece, _ in pre_tokenizer.pre_tokenize_str(word))
-    specials = [PAD, UNK, BOS, EOS]
+    specials = [t for t in (pad, unk, bos, eos) if t is not None]
     vocab = {token: index for index, token in enumerate(specials)}
     for piece in sorted(pieces - set(specials)):
         vocab[piece] = len(vocab)
 
-    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     backend.pre_tokenizer = pre_tokenizer
     if add_bos:
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
         )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS
-    )
+    named = {"pad_token": pad, "unk_token": unk, "bos_token": bos, "eos_token": eos}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **{k: v for k, v in named.items() if v is not None})
