@@ -49,18 +49,18 @@ def _sync() -> None:
 
 
 def _hf_case(kind: str, batch: int, seq: int, quick: bool):
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from epverify.adapters.registry import Sizes, family
 
     torch.manual_seed(0)
     if kind == "gpt2":
         cfg = GPT2Config(n_layer=2, n_head=4, n_embd=64) if quick else GPT2Config()  # GPT-2 small shape
-        model = GPT2LMHeadModel(cfg)
-    else:
-        cfg = (LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=1000) if quick else
-               LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8,
-                           num_key_value_heads=4, vocab_size=32000))
-        model = LlamaForCausalLM(cfg)
+    else:  # a registered family at a small Llama-like shape
+        sizes = (Sizes(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_model=64, d_mlp=128, vocab=1000) if quick
+                 else Sizes(n_layers=6, n_heads=8, n_kv_heads=4, head_dim=64, d_model=512, d_mlp=1376, vocab=32000))
+        cfg = family(kind).tiny_config(sizes)
+    model = AutoModelForCausalLM.from_config(cfg)
     cfg._attn_implementation = "eager"
     model.eval().to(DEVICE)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq)).to(DEVICE)
@@ -144,6 +144,8 @@ CASES = {
     "gpt2-small-b8": lambda quick: _hf_case("gpt2", 8, 24, quick),
     "gpt2-small-b32": lambda quick: _hf_case("gpt2", 32, 24, quick),
     "llama-small-b8": lambda quick: _hf_case("llama", 8, 64, quick),
+    "gemma2-small-b8": lambda quick: _hf_case("gemma2", 8, 64, quick),  # post-norms: rho from a second projection
+    "olmo2-small-b8": lambda quick: _hf_case("olmo2", 8, 64, quick),  # q/k norm over all heads: H projections
 }
 
 

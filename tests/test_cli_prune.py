@@ -114,5 +114,6 @@ def test_prune_runs_on_a_saved_tiny_checkpoint_of_every_registered_family(tmp_pa
     if style != "plain":
         task = get_task("ioi")
         data = task.encode(tokenizer, task.examples(8, seed=0)).data
-        assert (data.input_ids[:, 0] == tokenizer.bos_token_id).all() and (data.corrupted_ids[:, 0] == tokenizer.bos_token_id).all()
+        assert (data.input_ids[:, 0] == tokenizer.bos_token_id).all()
+        assert (data.corrupted_ids[:, 0] == tokenizer.bos_token_id).all()
         assert tokenizer.pad_token_id is None or style == "gemma"

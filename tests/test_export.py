@@ -7,6 +7,7 @@ import networkx as nx
 import pytest
 import torch
 
+from epverify.adapters.registry import families, family
 from epverify.core.graph import ComponentGraph
 from epverify.errors import EpverifyError
 from epverify.io import export
@@ -193,3 +194,20 @@ def test_mask_scores_rank_kept_edges_above_one_half_and_survive_json(tmp_path):
     assert all(scores[e] > 0.5 for e in circuit.edges)
     back = Circuit.from_json(circuit.to_json(tmp_path / "c.json"))
     assert back.scores == circuit.scores and back.edges == circuit.edges
+
+
+@pytest.mark.parametrize("name", sorted(families()))
+def test_every_registered_family_exports_eap_ig_names_and_reads_them_back(tmp_path, name):
+    """A circuit found in any family's model names its edges as EAP-IG does and round-trips exactly."""
+    from epverify.adapters import wrap
+
+    adapter = wrap(family(name).tiny_model()).adapter
+    graph = adapter.graph
+    rng = random.Random(name)
+    circuit = Circuit([e for e in graph.edges if rng.random() < 0.3], graph.num_edges, model=adapter.summary(),
+                      ablation="interchange")
+    data = export.to_eap_ig(circuit, graph)
+    assert sorted(data["edges"]) == sorted(_eap_ig_reference_names(graph.n_layers, graph.n_heads,
+                                                                    graph.parallel_mlp))
+    back = export.load_circuit(export.write_eap_ig(circuit, tmp_path / "c.eap.json", graph), graph)
+    assert back.edges == circuit.edges

@@ -299,3 +299,10 @@ def test_gradients_flow_to_a_soft_edge_mask():
     masked.run(ids, mask, corrupted_ids=corrupted, edge_mask=z).sum().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
     assert all(p.grad is None for p in masked.adapter.model.parameters())
+
+
+def test_the_readme_lists_the_registered_families_as_the_registry_has_them():
+    from epverify.adapters.registry import markdown_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "README's family table is stale: paste registry.markdown_table()"

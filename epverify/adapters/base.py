@@ -11,6 +11,19 @@ which reader: the engine does that. It answers, for one layer at a time:
 - `attention_bias(layer)`: the output projection's bias, a constant the engine adds to the residual;
 - `mlp(layer, x)`: the MLP writer's output for residual input x (norm included);
 - `unembed(x)`: logits from the final residual (final norm included).
+
+Preconditions: what a model must satisfy for the per-head split to be exact (the equivalence property checks
+every registered family against them):
+- the residual stream is the sum of the embedding writers' outputs, every head's write, every MLP's output and
+  constant biases (`attention_bias`); nothing else writes to it;
+- a head's query, key and value depend only on that head's own residual input (through norms, a projection, a
+  per-head norm, the position encoding); under grouped KV heads, a KV head's key and value on its own input;
+- a head's write is linear in what `attention` returns for it (`head_writes`): a norm after the summed heads is
+  folded into `attention` and `head_out_weight` with the run's own statistic (docs/method.md);
+- an MLP sees only its own residual input (norms included), and the unembedding only the final residual;
+- attention is causal (or, for Tracr's non-causal programs, full), so positions never mix otherwise.
+
+A Hugging Face family declares itself in the registry (`registry.py`) and builds on `hf.HFAdapter`.
 """
 
 from __future__ import annotations

@@ -62,12 +62,7 @@ class HFAdapter(Adapter):
     gives per-head weight views (`head_weights`), the projection of a shared input with the model's own modules
     (`_qkv_shared`, the fast path of unmasked runs), and its position encoding.
 
-    Preconditions (what a family must hold for the per-head split to be exact): the residual stream is the sum of
-    the embeddings and of every attention and MLP output; a layer's attention output is the sum over heads of
-    each head's output projection, optionally followed by a post-norm (then see `attention`); each head's query,
-    key and value depend only on that head's own input through a pre-norm, a linear projection (a bias allowed),
-    optionally a norm over each head's features (`head_norms`) and the position encoding; the MLP and the
-    unembedding see only their own residual input.
+    The preconditions a family must meet are the adapter contract's (`base.Adapter`).
     """
 
     family: str = "hf"

@@ -130,6 +130,15 @@ def family(name: str) -> Family:
         raise EpverifyError(f"unknown family {name!r}: choose one of {', '.join(families())}") from None
 
 
+def markdown_table() -> str:
+    """The README's table of supported families (a test checks the README carries it as the registry has it)."""
+    rows = ["| family | `model_type` | decoder layer (FSDP wraps it) | covers |", "|---|---|---|---|"]
+    for fam in families().values():
+        types = ", ".join(f"`{t}`" for t in fam.model_types)
+        rows.append(f"| {fam.name} | {types} | `{fam.layer_class}` | {fam.notes} |")
+    return "\n".join(rows) + "\n"
+
+
 def hf_config(class_name: str, s: Sizes, **kwargs):
     """A config of transformers' `class_name` with the usual names for the sizes (Llama's layout of names)."""
     import transformers
