@@ -40,7 +40,8 @@ def adapter_for(model) -> Adapter:
     if model_type is None:
         raise EpverifyError(f"cannot wrap a {type(model).__name__}: supported are {supported_text()}")
     family = family_of(model_type)
-    if getattr(model, "lm_head", None) is None:
+    output = getattr(model, "get_output_embeddings", None)
+    if output is None or output() is None:
         raise EpverifyError(
             f"{type(model).__name__} has no lm_head: load the causal LM class (AutoModelForCausalLM),"
             " not the base model"

@@ -10,6 +10,7 @@ its local (sliding) and global layers with their own RoPE settings.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..errors import EpverifyError
@@ -22,6 +23,16 @@ class GemmaAdapter(LlamaAdapter):
 
     family = "gemma"
     rotary_module = "gemma"
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (1, B, T, d): token embeddings times sqrt(d_model). transformers >= 5.5 scales inside the
+        embedding module (it has `embed_scale`); earlier versions scaled in the model's forward, in the
+        embeddings' dtype, which this reproduces."""
+        module = self.model.model.embed_tokens
+        x = module(input_ids)
+        if not hasattr(module, "embed_scale"):
+            x = x * torch.tensor(self.d_model**0.5, dtype=x.dtype)
+        return x[None]
 
     def _post_norm_gain(self, norm: nn.Module):
         return 1.0 + norm.weight.float()

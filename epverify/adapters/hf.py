@@ -215,7 +215,7 @@ class HFAdapter(Adapter):
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) from the final residual (B, T, d): final norm, lm_head, soft-capping (Gemma 2/3)."""
-        logits = self.model.lm_head(self._final_norm()(x))
+        logits = self.model.get_output_embeddings()(self._final_norm()(x))  # lm_head (GPT-NeoX: embed_out before 5.x)
         cap = getattr(self.config, "final_logit_softcapping", None)
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
