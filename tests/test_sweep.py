@@ -86,3 +86,42 @@ def test_the_knee_is_where_the_curve_bends():
     # a curve that only drops at its dense end (nothing below the chord): the smallest circuit near the best KL
     assert knee([(0, 0.91), (1, 0.90), (16, 0.23)]) == 2
     assert knee([(3, 0.5), (3, 0.5), (3, 0.5)]) == 0
+
+
+def test_a_sweep_killed_during_a_run_resumes_to_the_uninterrupted_sweep(model, tmp_path):
+    """SIGKILL from outside during the second sub-run: the first is kept, the second resumes from its checkpoint,
+    and the sweep's table equals an uninterrupted sweep's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from epverify.io import checkpoint
+
+    flags = ["--model", str(model), "--task", "ioi", "--steps", "150", "--batch-size", "4", "--examples", "8",
+             "--target-sparsity", "0.3,0.6", "--seeds", "0", "--checkpoint-every", "5", "--no-draw", "--quiet",
+             "--device", "cpu"]
+    assert main(["sweep", *flags, "--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "EPVERIFY_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "epverify", "sweep", *flags, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = sub_run_dir(out, 0.6, 0) / checkpoint.FILENAME
+    killed_at, deadline = None, time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if second.exists() and checkpoint.load(second)["step"] >= 20:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = checkpoint.load(second)["step"]
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    assert killed_at is not None and killed_at < 150, "the sweep finished before it could be killed"
+    result = subprocess.run([sys.executable, "-m", "epverify", "sweep", *flags, "--out", str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "run 1/2: target 0.3, seed 0: finished before, kept" in result.stdout
+    assert "run 2/2: target 0.6, seed 0 (resuming from its checkpoint)" in result.stdout
+    runs = [[{k: v for k, v in r.items() if k not in ("seconds", "dir")} for r in
+             json.loads((d / "sweep.json").read_text())["runs"]] for d in (out, tmp_path / "whole")]
+    assert runs[0] == runs[1]

@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 
 from ..errors import EpverifyError
-from . import draw, evaluate, export, gate, prune, recover, sweep, zoo
+from . import compare, draw, evaluate, export, gate, prune, recover, sweep, zoo
 from .command import Command, resolve
 from .config import config_values, read_toml
 from .options import Option
 
 
 def commands() -> list[Command]:
-    return [recover.COMMAND, prune.COMMAND, sweep.COMMAND, zoo.COMMAND, draw.COMMAND, export.COMMAND,
+    return [recover.COMMAND, prune.COMMAND, sweep.COMMAND, compare.COMMAND, zoo.COMMAND, draw.COMMAND, export.COMMAND,
             evaluate.COMMAND, gate.COMMAND]
 
 

@@ -281,3 +281,25 @@ def plot_sweep(rows: Sequence[dict], knee_target: float, path: str | Path) -> Pa
     axes[0].set_title("faithfulness against circuit size, one line per seed", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path), "png")
+
+
+def plot_compare(report: dict, path: str | Path) -> Path:
+    """Plot `epverify compare`'s faithfulness curves to `path`: each method's normalised logit difference (MIB's
+    faithfulness, 1 = the full model) of its top-k edges against k, Edge Pruning's circuit size marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    for row in report["rows"]:
+        ax.plot(row["curve"]["counts"], row["curve"]["logit_diff"], marker=".", lw=1.2, label=row["method"])
+    ax.axvline(report["k"], color="#888888", ls="--", lw=1, label=f"k = {report['k']} (Edge Pruning's circuit)")
+    ax.axhline(1.0, color="#cccccc", lw=0.8)
+    ax.set_xscale("symlog", linthresh=max(1, report["k"] // 4))
+    ax.set_xlim(left=0)
+    ax.set_xlabel("edges kept (each method's top k)")
+    ax.set_ylabel("faithfulness (normalised logit difference)")
+    ax.set_title(f"{report['model']}: {report['ablation']} ablation", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path), "png")

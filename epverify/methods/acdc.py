@@ -16,6 +16,9 @@ Cost: one masked forward over the evaluation rows per tested edge, at most num_e
 the Tracr zoo), far fewer in practice because dead readers are skipped. `max_examples` caps the rows (a seeded
 subset) to bound that cost; the trial count is reported in `info["trials"]`.
 
+A time budget (`max_seconds`) stops the pass early: the edges not tried by then stay in the circuit (removing
+an edge is what needs a test), and `info["stopped_early"]` says so.
+
 Scores, for ROC curves: the loss increase measured when the edge was tried (kept edges score at least
 `threshold`, removed ones less), and below every tried edge for the untested ones, so the top-k edges by score
 for k = the circuit's size are the circuit.
@@ -36,8 +39,9 @@ from .base import MethodResult, circuit_from_mask
 
 def acdc(model, data: PruneData, ablation: str = "interchange", threshold: float = 0.01,
          batch_size: int = 256, max_examples: int | None = 256, seed: int = 0,
-         evaluator: Evaluator | None = None) -> MethodResult:
-    """ACDC's circuit at `threshold` (nats of KL, or squared error for a numerical output)."""
+         evaluator: Evaluator | None = None, max_seconds: float | None = None) -> MethodResult:
+    """ACDC's circuit at `threshold` (nats of KL, or squared error for a numerical output); `max_seconds`: stop
+    trying edges after this long (None: no limit)."""
     start = time.perf_counter()
     adapter = as_adapter(model)
     graph = adapter.graph
@@ -47,7 +51,7 @@ def acdc(model, data: PruneData, ablation: str = "interchange", threshold: float
             gen = torch.Generator().manual_seed(seed)
             rows = torch.randperm(len(data), generator=gen)[:max_examples].sort().values
         evaluator = Evaluator(adapter, data, ablation, batch_size, rows=rows)
-    search = _Search(evaluator, threshold)
+    search = _Search(evaluator, threshold, None if max_seconds is None else start + max_seconds)
     search.run()
     kept = {graph.edges[i] for i in torch.nonzero(search.z.detach().cpu() > 0.5).flatten().tolist()}
     final = prune_dangling(graph, kept, ablation)
@@ -60,14 +64,16 @@ def acdc(model, data: PruneData, ablation: str = "interchange", threshold: float
     return MethodResult("acdc", search.scores(), graph, evaluator.ablation, circuit=circuit,
                         seconds=time.perf_counter() - start,
                         info={"trials": search.trials, "threshold": threshold, "loss": search.current,
-                              "examples": sum(len(b) for b in evaluator.batches)})
+                              "examples": sum(len(b) for b in evaluator.batches),
+                              "stopped_early": search.stopped_early})
 
 
 class _Search:
     """The greedy pass: the current mask `z`, its loss, and the loss increase measured for every tried edge."""
 
-    def __init__(self, evaluator: Evaluator, threshold: float):
+    def __init__(self, evaluator: Evaluator, threshold: float, deadline: float | None = None):
         self.ev, self.threshold, graph = evaluator, threshold, evaluator.graph
+        self.deadline, self.stopped_early = deadline, False
         self.graph = graph
         self.z = torch.ones(graph.num_edges, dtype=evaluator.adapter.dtype, device=evaluator.adapter.device)
         self.tried = torch.zeros(graph.num_edges, dtype=torch.bool)
@@ -99,6 +105,9 @@ class _Search:
                         self.z[e] = 0
                     continue
                 for e in edges:
+                    if self.deadline is not None and time.perf_counter() > self.deadline:
+                        self.stopped_early = True
+                        return
                     self.try_removing(e)
 
     def try_removing(self, e: int) -> None:
