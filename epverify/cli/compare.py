@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,8 +47,8 @@ class Target:
 
     def __init__(self, settings):
         from ..pipeline import check_examples
-        from ..trained.card import is_trained_dir
         from ..tracr import names
+        from ..trained.card import is_trained_dir
 
         self.settings, spec = settings, str(settings.model)
         self.compiled = spec in names() or (Path(spec) / "model.json").is_file()

@@ -23,9 +23,14 @@ def _scores_of(result) -> torch.Tensor:
     return result.scores if hasattr(result, "scores") else torch.as_tensor(result)
 
 
-def ranking(scores: torch.Tensor) -> torch.Tensor:
-    """Edge indices from the highest score to the lowest, ties in edge order."""
-    return torch.sort(scores.detach().double().cpu(), descending=True, stable=True).indices
+def ranking(scores: torch.Tensor, tie_order: torch.Tensor | None = None) -> torch.Tensor:
+    """Edge indices from the highest score to the lowest, ties in edge order (or, with `tie_order`, a position per
+    edge, in the order of those positions: e.g. `io.eap_ig.mib_tie_order`, MIB's)."""
+    scores = scores.detach().double().cpu()
+    if tie_order is None:
+        return torch.sort(scores, descending=True, stable=True).indices
+    by_tie = torch.argsort(tie_order, stable=True)
+    return by_tie[torch.sort(scores[by_tie], descending=True, stable=True).indices]
 
 
 def top_mask(scores: torch.Tensor, k: int) -> torch.Tensor:

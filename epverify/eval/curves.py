@@ -1,6 +1,7 @@
 """Faithfulness curves of any ranking of the edges, with MIB's CPR and CMD.
 
-Edges are kept in score order (ties in edge order); at each fraction x of the edges the top floor(x * num_edges)
+Edges are kept in score order, ties in the order of EAP-IG's graph (so that MIB, ranking the exported scores,
+keeps the same edges: `io.eap_ig.mib_tie_order`); at each fraction x of the edges the top floor(x * num_edges)
 edges form the circuit C_x and the metrics of an `Evaluator` are measured. MIB's
 normalised faithfulness of a metric m is
 
@@ -14,7 +15,9 @@ fractions `MIB_GRID` = 0.1%, 0.2%, 0.5%, 1%, 2%, 5%, 10%, 20%, 50%, 100%:
 - CMD, the circuit-model distance: the area between f(C_x) and 1, i.e. of |1 - f(C_x)| (lower is better).
 
 MIB takes m = the task's logit difference for both; here any metric can be chosen (`logit_diff` by default).
-When m(full) = m(empty) the normalisation is undefined and f is reported as 0, as MIB does.
+When m(full) = m(empty) the normalisation is undefined: MIB's code divides by zero there (hannamw/MIB-circuit-track
+at bfcce7b, `evaluate_area_under_curve`), epverify reports f = 0. MIB ranks edges by |score|; epverify's curves
+rank by score, the same for the non-negative scores it exports (tests/test_mib_conformance.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..io.eap_ig import mib_tie_order
 from .compare import _scores_of, ranking
 from .evaluator import METRICS, Evaluator
 
@@ -86,7 +90,7 @@ def faithfulness_curve(evaluator: Evaluator, scores, fractions: Sequence[float] 
     else:
         counts = list(counts)
         fractions = [c / n for c in counts]
-    order = ranking(scores)
+    order = ranking(scores, mib_tie_order(evaluator.graph))  # ties as MIB breaks them
     values: dict[str, list[float]] = {}
     for k in counts:
         mask = torch.zeros(n)

@@ -44,6 +44,8 @@ sigmoid(log_alpha), in (0, 1) and above 1/2 exactly for the edges the extraction
 
 from __future__ import annotations
 
+import torch
+
 import json
 import math
 import re
@@ -85,6 +87,37 @@ def eap_edge_groups(graph: ComponentGraph) -> dict[str, list[tuple[str, str]]]:
         for target in _eap_targets(graph, r):
             groups.setdefault(f"{source}->{target}", []).append((w, r))
     return groups
+
+
+def eap_ig_edge_order(graph: ComponentGraph) -> list[str]:
+    """EAP-IG's edge names in the order its `Graph.from_model` adds them (hannamw/EAP-IG, eap/graph.py): per layer,
+    every residual node to every head's q, k, v (head by head), then every residual node (the layer's heads
+    included, unless attention and MLP run in parallel) to the MLP; last, every node to the logits. MIB's
+    `apply_topn` sorts edges stably, so this order breaks its ties."""
+    names, residual = [], [EAP_INPUT]
+    for layer in range(graph.n_layers):
+        heads = [f"a{layer}.h{h}" for h in range(graph.n_heads)]
+        mlp = f"m{layer}"
+        for node in residual:
+            names += [f"{node}->{head}<{x}>" for head in heads for x in "qkv"]
+            if graph.parallel_mlp:
+                names.append(f"{node}->{mlp}")
+        residual = residual + heads
+        if not graph.parallel_mlp:
+            names += [f"{node}->{mlp}" for node in residual]
+        residual.append(mlp)
+    return names + [f"{node}->{EAP_LOGITS}" for node in residual]
+
+
+def mib_tie_order(graph: ComponentGraph) -> torch.Tensor:
+    """(num_edges,) for every epverify edge, the position of its (first) EAP-IG edge in `eap_ig_edge_order`: the
+    tie-break that makes a ranking of epverify's edges the one MIB makes of the exported scores."""
+    position = {name: i for i, name in enumerate(eap_ig_edge_order(graph))}
+    first: dict[tuple[str, str], int] = {}
+    for name, edges in eap_edge_groups(graph).items():
+        for edge in edges:
+            first[edge] = min(first.get(edge, len(position)), position[name])
+    return torch.tensor([first[e] for e in graph.edges])
 
 
 def _largest(values: list[float]) -> float | None:
