@@ -44,12 +44,12 @@ sigmoid(log_alpha), in (0, 1) and above 1/2 exactly for the edges the extraction
 
 from __future__ import annotations
 
-import torch
-
 import json
 import math
 import re
 from pathlib import Path
+
+import torch
 
 from ..core.graph import ComponentGraph
 from ..errors import EpverifyError
