@@ -10,10 +10,12 @@ import time
 
 import pytest
 
+from epverify.adapters import wrap_pretrained
 from epverify.adapters.registry import Sizes, family
 from epverify.cli import main
 from epverify.io import checkpoint
 from epverify.io.circuit import Circuit
+from epverify.io.eap_ig import eap_ig_edge_order
 from epverify.tasks import get_task
 from epverify.tasks.tokenizer import build_word_tokenizer
 
@@ -46,6 +48,19 @@ def test_compare_runs_the_four_methods_into_one_table_and_plot_and_keeps_finishe
         assert len(row["curve"]["counts"]) == len(row["curve"]["logit_diff"]) > 5
         assert row["cpr"] == pytest.approx(row["cpr"]) and "precision" not in row  # no ground truth here
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # every cell exports to MIB: every edge scored, non-negative, in the method's own order (MIB ranks |score|)
+    for method in ("eap-ig", "acdc"):
+        mine = Circuit.from_json(out / method / "circuit.json")
+        raw = json.loads((out / method / "result.json").read_text())["scores"]
+        shift = min(0.0, min(raw))
+        assert list(mine.scores.values()) == pytest.approx([r - shift for r in raw])  # edge order, shifted
+        assert min(mine.scores.values()) >= 0
+        assert main(["export", str(out / method / "circuit.json"), "--to", "mib", "--task", "ioi", "--model-name",
+                     "gpt2", "--out", str(tmp_path / f"mib-{method}")]) == 0
+        importances = json.loads((tmp_path / f"mib-{method}" / "ioi_gpt2" / "importances.json").read_text())
+        graph = wrap_pretrained(model, device="cpu").graph
+        assert list(importances["edges"]) != [] and set(importances["edges"]) == set(eap_ig_edge_order(graph))
 
     assert main(["compare", "--model", str(model), "--task", "ioi", *TRAIN, "--out", str(out)]) == 0
     again = capsys.readouterr().out

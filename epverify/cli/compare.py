@@ -10,7 +10,9 @@ ground truth). Every method runs under the same ablation on the same examples (d
 - EAP, EAP-IG (`--ig-steps`) and ACDC (`--acdc-threshold`, `--acdc-max-seconds`: a time budget, after which the
   untried edges stay in its circuit and the table says it stopped early).
 
-Each finished method is saved in OUT/<method>/result.json and kept by a compare run again with the same --out.
+Each finished method is saved in OUT/<method>/result.json and kept by a compare run again with the same --out;
+OUT/<method>/circuit.json holds its circuit (a score-only method's top-k edges) with every edge's score, ready for
+`epverify export ... --to mib`.
 The table compares every method at Edge Pruning's circuit size k (each method's top-k edges: KL and the task's
 metric), gives MIB's CPR and CMD of each method's logit-difference faithfulness curve, the time, and against a
 ground truth the precision and recall of the method's circuit (a score-only method's top-|truth| edges) and the
@@ -145,6 +147,7 @@ def run(settings) -> int:
         atomic.write_text(saved, json.dumps(results[method]) + "\n")
         ran += 1
     report = _report(target, results, methods)
+    _write_circuits(target, results, report["k"], out)
     text = json.dumps(report, indent=1) + "\n"
     atomic.write_text(out / "compare.json", text)
     if settings.json:
@@ -214,6 +217,28 @@ def _prune_run(target: Target, settings, config, sub: Path) -> dict:
     else:
         scores = circuit.mask(graph).double()
     return _saved(scores, circuit, time.perf_counter() - start, {})
+
+
+def _write_circuits(target: Target, results: dict, k: int, out: Path) -> None:
+    """OUT/<method>/circuit.json for every method but a checkpoint's Edge Pruning (its prune run wrote one): the
+    method's circuit (a score-only method's top k) with every edge's score, shifted to be non-negative so that
+    MIB's ranking by |score| keeps the method's order (`epverify export OUT/<method>/circuit.json --to mib`)."""
+    from ..eval.compare import top_mask
+    from ..io.circuit import Circuit
+    from ..methods.base import circuit_from_mask
+
+    graph = target.masked.graph
+    for method, r in results.items():
+        path = out / method / "circuit.json"
+        if method == "edge-pruning" and not target.compiled:
+            continue
+        scores = torch.tensor(r["scores"], dtype=torch.float64)
+        circuit = (Circuit.from_dict(r["circuit"]) if r["circuit"] is not None
+                   else circuit_from_mask(graph, top_mask(scores, k), target.evaluator.ablation, method=method))
+        shifted = scores - min(0.0, float(scores.min()))
+        circuit.scores = dict(zip(graph.edges, shifted.tolist()))
+        circuit.model = {**target.masked.adapter.summary(), **circuit.model}
+        circuit.to_json(path)
 
 
 def _report(target: Target, results: dict, methods: list[str]) -> dict:
