@@ -26,3 +26,16 @@ settings.register_profile(
 settings.register_profile("deep", deadline=None, max_examples=200,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+# The two longest files (every documented example: README.md's, then docs/*.md's) first, so that under
+# pytest-xdist they start at once on their own workers while the rest of the suite shares the others.
+FIRST = ("tests/test_docs.py", "tests/test_docs_pages.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return FIRST.index(path) if path in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: everything else keeps its order

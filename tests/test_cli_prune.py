@@ -108,7 +108,7 @@ def test_prune_runs_on_a_saved_tiny_checkpoint_of_every_registered_family(tmp_pa
     tokenizer.save_pretrained(path)
     out = tmp_path / "run"
     assert main(["prune", "--model", str(path), "--task", "ioi", "--steps", "3", "--batch-size", "4",
-                 "--examples", "8", "--target-sparsity", "0.5", "--device", "cpu", "--out", str(out)]) == 0
+                 "--examples", "8", "--target-sparsity", "0.5", "--device", "cpu", "--no-draw", "--out", str(out)]) == 0
     circuit = Circuit.from_json(out / "circuit.json")
     assert circuit.model["family"] == name
     if style != "plain":

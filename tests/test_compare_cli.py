@@ -2,13 +2,9 @@
 models against their ground truth; a compare that resumes (after a kill) where it stopped."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
+from sigkill import run, run_killed
 
 from epverify.adapters import wrap_pretrained
 from epverify.adapters.registry import Sizes, family
@@ -108,22 +104,11 @@ def test_a_compare_killed_during_edge_pruning_resumes_it_to_the_same_circuit(mod
              "--target-sparsity", "0.6", "--checkpoint-every", "5", "--no-draw", "--quiet", "--device", "cpu"]
     assert main(["prune", *flags, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "cmp"
-    env = {**os.environ, "EPVERIFY_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "epverify", "compare", *flags, "--methods", "edge-pruning,eap",
-                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    saved, killed_at, deadline = out / "edge-pruning" / checkpoint.FILENAME, None, time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if saved.exists() and checkpoint.load(saved)["step"] >= 20:
-            proc.send_signal(signal.SIGKILL)
-            killed_at = checkpoint.load(saved)["step"]
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=30)
-    assert killed_at is not None and killed_at < 150, "the compare finished before it could be killed"
+    argv = ["compare", *flags, "--methods", "edge-pruning,eap", "--out", str(out)]
+    assert run_killed(argv, out / "edge-pruning" / checkpoint.FILENAME) < 150
     assert not (out / "compare.json").exists()
 
-    result = subprocess.run([sys.executable, "-m", "epverify", "compare", *flags, "--methods", "edge-pruning,eap",
-                             "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    result = run(argv)
     assert result.returncode == 0, result.stderr
     assert "resuming Edge Pruning from its checkpoint" in result.stdout
     resumed = Circuit.from_json(out / "edge-pruning" / "circuit.json")

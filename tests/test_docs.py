@@ -20,6 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = DOCS[1:]  # docs/*.md: tests/test_docs_pages.py runs theirs, beside README's (they share no outputs)
 COMMAND_WORDS = ("python", "epverify", "make", "accelerate", "bash", "time ", "pytest", "for ", "PYTORCH", "CI=")
 SHELL = ("sh", "shell", "bash", "console")
 
@@ -118,8 +119,12 @@ def _run(argv, cwd: Path, where: str) -> None:
 RAN: set[str] = set()  # a command documented twice runs once
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=[p.name for p in DOCS])
-def test_every_example_runs(doc, workspace):
+def test_every_readme_example_runs(workspace):
+    run_examples(ROOT / "README.md", workspace)
+
+
+def run_examples(doc: Path, workspace: Path) -> None:
+    """Every example of one document, in order, in `workspace`."""
     table = exceptions()
     for line, language, text in blocks(doc):
         where = f"{doc.relative_to(ROOT)}:{line}"

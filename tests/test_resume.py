@@ -2,15 +2,11 @@
 where the uninterrupted run with the same seed ends: same masks, same loss history, same circuit."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import pytest
 import torch
+from sigkill import run_killed
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from epverify import PruneConfig, prune
@@ -138,21 +134,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_circuit(tmp_path):
     assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
 
     out = tmp_path / "killed"
-    env = {**os.environ, "EPVERIFY_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "epverify", *flags, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, killed_at = time.time() + 120, None
-    while time.time() < deadline and proc.poll() is None:
-        if (out / checkpoint.FILENAME).exists():
-            step = checkpoint.load(out / checkpoint.FILENAME)["step"]
-            if step >= 20:
-                proc.send_signal(signal.SIGKILL)
-                killed_at = step
-                break
-        time.sleep(0.05)
-    proc.wait(timeout=30)
-    assert killed_at is not None and killed_at < 150, "the run finished before it could be killed"
-    assert proc.returncode == -signal.SIGKILL
+    assert run_killed([*flags, "--out", str(out)], out / checkpoint.FILENAME) < 150
     assert not (out / "circuit.json").exists()  # nothing that looks like a finished run
 
     assert main(["prune", "--resume", str(out), "--quiet"]) == 0

@@ -91,11 +91,7 @@ def test_the_knee_is_where_the_curve_bends():
 def test_a_sweep_killed_during_a_run_resumes_to_the_uninterrupted_sweep(model, tmp_path):
     """SIGKILL from outside during the second sub-run: the first is kept, the second resumes from its checkpoint,
     and the sweep's table equals an uninterrupted sweep's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from sigkill import run, run_killed
 
     from epverify.io import checkpoint
 
@@ -104,21 +100,8 @@ def test_a_sweep_killed_during_a_run_resumes_to_the_uninterrupted_sweep(model, t
              "--device", "cpu"]
     assert main(["sweep", *flags, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "killed"
-    env = {**os.environ, "EPVERIFY_TEST_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "epverify", "sweep", *flags, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second = sub_run_dir(out, 0.6, 0) / checkpoint.FILENAME
-    killed_at, deadline = None, time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if second.exists() and checkpoint.load(second)["step"] >= 20:
-            proc.send_signal(signal.SIGKILL)
-            killed_at = checkpoint.load(second)["step"]
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=30)
-    assert killed_at is not None and killed_at < 150, "the sweep finished before it could be killed"
-    result = subprocess.run([sys.executable, "-m", "epverify", "sweep", *flags, "--out", str(out)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    assert run_killed(["sweep", *flags, "--out", str(out)], sub_run_dir(out, 0.6, 0) / checkpoint.FILENAME) < 150
+    result = run(["sweep", *flags, "--out", str(out)])
     assert result.returncode == 0, result.stderr
     assert "run 1/2: target 0.3, seed 0: finished before, kept" in result.stdout
     assert "run 2/2: target 0.6, seed 0 (resuming from its checkpoint)" in result.stdout
