@@ -1,11 +1,13 @@
 """The trainer: seeded, Lagrangian by ascent, and bad input / divergence reported clearly with work kept."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from epverify import PruneConfig, PruneData, prune
+from epverify.adapters import wrap
 from epverify.adapters.tracr import TracrAdapter
 from epverify.core import hard_concrete
 from epverify.errors import EpverifyError
@@ -90,3 +92,30 @@ def test_micro_batches_need_the_pathwise_estimator():
         _config(micro_batch_size=4, estimator="score").validate()
     with pytest.raises(EpverifyError, match="micro_batch_size"):
         _config(micro_batch_size=-1).validate()
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_a_warm_start_begins_at_the_attribution_scores_mapped_to_log_alphas(method):
+    """init_from: the log-alphas start at warm_log_alpha(the method's scores), plus the cold start's noise; with
+    the learning rates at 0 they stay there."""
+    from epverify.eval.evaluator import Evaluator
+    from epverify.methods import eap, eap_ig
+
+    model = load("hist")
+    data = tracr_data(model)
+    config = PruneConfig(target_sparsity=0.7, steps=1, warmup_steps=0, lr=0.0, lambda_lr=0.0, batch_size=8,
+                         init_from=method)
+    adapter = wrap(model).adapter
+    started = prune(adapter, data, config).edge_log_alpha
+    attribution = (eap if method == "eap" else eap_ig)(adapter, data, "interchange",
+                                                       evaluator=Evaluator(adapter, data, "interchange", 8))
+    expected = hard_concrete.warm_log_alpha(attribution.scores, 0.7)
+    noise = hard_concrete.init_log_alpha(len(expected), torch.Generator().manual_seed(0)) - hard_concrete.INIT_MEAN
+    torch.testing.assert_close(started, expected + noise)
+    cold = prune(adapter, data, replace(config, init_from="")).edge_log_alpha
+    assert (cold > 9).all() and (started < 0).float().mean() > 0.5  # cold: all open; warm: the target's share shut
+
+
+def test_an_unknown_warm_start_is_refused():
+    with pytest.raises(EpverifyError, match="unknown init_from 'magic'"):
+        PruneConfig(init_from="magic").validate()

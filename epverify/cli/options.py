@@ -74,6 +74,9 @@ TRAINING = (
     Option("redundancy_tolerance", "extraction drops kept edges the binary circuit does not need while its loss"
                                    " rises by at most this much in all, in nats per position (0: no pass)",
            DEFAULTS.redundancy_tolerance, float),
+    Option("init_from", "warm start: the log-alphas start from eap's or eap-ig's scores on the training data (the"
+                        " target's share of edges shut), not all open", DEFAULTS.init_from,
+           choices=("", "eap", "eap-ig")),
     Option("node_masks", "also learn a mask per writer", switch=True),
     Option("checkpoint_layers", "recompute each layer in the backward (less memory, for large models)",
            switch=True),

@@ -43,3 +43,23 @@ def prob_nonzero(log_alpha: torch.Tensor, beta: float = BETA) -> torch.Tensor:
 def keep(log_alpha: torch.Tensor) -> torch.Tensor:
     """The binary decision: the deterministic mask exceeds 1/2, which is exactly log_alpha > 0."""
     return log_alpha > 0
+
+
+WARM_SCALE = 3.0  # |log-alpha| of the best- and worst-ranked edges in a warm start
+
+
+def warm_log_alpha(scores: torch.Tensor, target_sparsity: float, scale: float = WARM_SCALE) -> torch.Tensor:
+    """Initial log-alphas from attribution scores (higher = more important): each edge's rank quantile q in [0, 1]
+    (0 the lowest score, 1 the highest; tied scores share their mean rank) is mapped piecewise linearly to
+    [-scale, scale] with the target sparsity t at 0: scale * (q - t) / (1 - t) above t, scale * (q - t) / t below.
+    So about the target's share of the edges starts shut (log-alpha < 0), the best edge at +scale, the worst at
+    -scale: gates that are decided but not saturated, which the training can still move."""
+    values = scores.detach().double().cpu()
+    n = values.numel()
+    _, group, counts = torch.unique(values, return_inverse=True, return_counts=True)  # groups in ascending order
+    ends = torch.cumsum(counts, 0)
+    rank = ((ends - counts + ends - 1).double() / 2)[group]  # 0-based rank, the mean over a group of ties
+    q = rank / max(n - 1, 1)
+    t = min(max(float(target_sparsity), 1e-6), 1 - 1e-6)
+    out = torch.where(q >= t, scale * (q - t) / (1 - t), scale * (q - t) / t)
+    return out.float()

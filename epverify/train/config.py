@@ -17,6 +17,7 @@ from ..core.engine import ABLATIONS
 from ..errors import EpverifyError
 
 ESTIMATORS = ("pathwise", "score")
+INIT_FROM = ("", "eap", "eap-ig")  # where the log-alphas start: the usual N(10, 0.01), or attribution scores
 WARMUP_FRACTION = 5 / 6  # the warm-up's share of the steps when it is not given
 # What a setting was before it existed, where its default is not that: a checkpoint written then ran without it.
 BEFORE_IT_EXISTED = {"max_edge_price": 0.0}
@@ -90,6 +91,10 @@ class PruneConfig:
     # circuits of at most `redundancy_max_edges` edges (the pass runs the model once per kept edge).
     redundancy_tolerance: float = 1e-3
     redundancy_max_edges: int = 500
+    # Warm start: "" starts every log-alpha at N(10, 0.01) (every mask open); "eap" or "eap-ig" starts them from
+    # that method's attribution scores on the training data (`hard_concrete.warm_log_alpha`: the edges above the
+    # target's quantile open, the rest shut, graded by rank; docs/method.md).
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.warmup_steps is None:
@@ -137,6 +142,8 @@ class PruneConfig:
                                 f" ({self.redundancy_max_edges}) must be 0 (no pass) or positive")
         if not 0.0 < self.gate_temperature <= 10.0:
             raise EpverifyError(f"gate_temperature ({self.gate_temperature}) must lie in (0, 10]")
+        if self.init_from not in INIT_FROM:
+            raise EpverifyError(f"unknown init_from {self.init_from!r}: choose eap, eap-ig or '' (no warm start)")
         if self.ablation not in ABLATIONS:
             raise EpverifyError(f"unknown ablation {self.ablation!r}: choose one of {', '.join(ABLATIONS)}")
 

@@ -110,14 +110,17 @@ class Training:
         self.config, self.parallel, self.graph = config, parallel, adapter.graph
         self.gen = torch.Generator().manual_seed(config.seed)
         device = adapter.device
-        self.params = [hard_concrete.init_log_alpha(self.graph.num_edges, self.gen).to(device).requires_grad_()]
+        self.evaluator = Evaluator(adapter, data, config.ablation, config.batch_size)
+        edges = hard_concrete.init_log_alpha(self.graph.num_edges, self.gen)
+        if config.init_from and not resume:  # a resumed run restores its log-alphas from the checkpoint
+            edges = self._warm_start(config) + (edges - hard_concrete.INIT_MEAN)  # the same small noise
+        self.params = [edges.to(device).requires_grad_()]
         if config.node_masks:
             writers = len(self.graph.writers)
             self.params.append(hard_concrete.init_log_alpha(writers, self.gen).to(device).requires_grad_())
         self.sparsity = SparsityTerm(config, self.graph, device)
         self.mask_opt = Adam(self.params, lr=config.lr, betas=(0.9, config.adam_beta2))
         self.lambda_opt = Adam([self.sparsity.lambdas], lr=config.lambda_lr, maximize=True)
-        self.evaluator = Evaluator(adapter, data, config.ablation, config.batch_size)
         self.estimator = make_estimator(config, self.evaluator, [p.shape[0] for p in self.params], parallel)
         self.sampler = ExampleSampler(self.evaluator, config, self.gen)
         self.history: list[dict] = []
@@ -127,6 +130,14 @@ class Training:
                                                 data.corrupted_ids)
         if resume:
             self.restore(checkpoint_path)
+
+    def _warm_start(self, config: PruneConfig) -> torch.Tensor:
+        """Initial edge log-alphas from EAP's or EAP-IG's scores on the training data (`warm_log_alpha`)."""
+        from ..methods import eap, eap_ig
+
+        method = eap if config.init_from == "eap" else eap_ig
+        result = method(self.evaluator.adapter, self.evaluator.data, config.ablation, evaluator=self.evaluator)
+        return hard_concrete.warm_log_alpha(result.scores, config.target_sparsity)
 
     @property
     def node_log_alpha(self) -> torch.Tensor | None:
