@@ -2,6 +2,7 @@
 
     python bench/init_from.py                                   # every case below, a table
     python bench/init_from.py --cases gpt2-random,hist --steps 300
+    python bench/init_from.py --cases zoo --json zoo.json     # every compiled program ("trained": every trained model)
 
 For each case: one cold run (every mask open at the start) and one warm run per method (eap, eap-ig), same config
 and seed. The cold run's final faithfulness is the mean training loss over its last 10% of steps, at its final
@@ -17,6 +18,7 @@ recovery config); compiled programs (their data, `epverify recover`'s preset).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -107,17 +109,35 @@ def reached(cold: dict, warm: dict) -> int | None:
     return None
 
 
+def expand(cases: str) -> list[str]:
+    """Case names, with "zoo" standing for every compiled program and "trained" for every shipped trained model."""
+    from epverify.trained.card import shipped
+    from epverify.tracr import names
+
+    out: list[str] = []
+    for name in (c.strip() for c in cases.split(",") if c.strip()):
+        if name == "zoo":
+            out += names()
+        elif name == "trained":
+            out += [p.name for p in shipped()]
+        else:
+            out.append(name)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default: each case's config)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here, one case at a time")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("| case | start | steps to the cold run's final loss | seconds to it | circuit edges | circuit KL |"
           " exact |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
-    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
+    records = []
+    for name in expand(args.cases):
         adapter, data, config, truth = load_case(name, args.steps)
         cold = run(adapter, data, config, truth)
         rows = [("cold", cold, len(cold["losses"]), cold["seconds"])]
@@ -130,6 +150,10 @@ def main(argv=None) -> int:
             print(f"| {name} | {label} | {'never' if step is None else step} |"
                   f" {'-' if seconds is None else f'{seconds:.1f}'} | {r['edges']} | {r['kl']:.4f} | {exact} |",
                   flush=True)
+            records.append({"case": name, "start": label, "steps": step, "seconds": seconds, "edges": r["edges"],
+                            "kl": r["kl"], "exact": r["exact"], "total_steps": len(r["losses"])})
+        if args.json:
+            args.json.write_text(json.dumps(records, indent=1) + "\n")
     return 0
 
 

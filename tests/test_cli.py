@@ -50,9 +50,11 @@ def test_every_subcommand_has_help():
         assert exit_info.value.code == 0
 
 
-def test_user_file_program_is_recovered_exactly(tmp_path, capsys):
-    """A RASP program written in the user's own file goes through FILE.py:FUNCTION and is recovered exactly."""
+def test_user_file_program_is_recovered_exactly(tmp_path, capsys, monkeypatch):
+    """A RASP program written in the user's own file goes through FILE.py:FUNCTION and is recovered exactly,
+    saying what runs and where the time went."""
     pytest.importorskip("tracr")
+    monkeypatch.setattr("epverify.cli.recover.SLOW", 0.0)  # say where the time went however fast it was
     source = tmp_path / "mine.py"
     source.write_text(textwrap.dedent("""
         from tracr.rasp import rasp
@@ -65,9 +67,13 @@ def test_user_file_program_is_recovered_exactly(tmp_path, capsys):
     """))
     report_path = tmp_path / "report.json"
     code = main(["recover", f"{source}:make", "--vocab", "1,2,3", "--max-seq-len", "4", "--json", str(report_path)])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert code == 0, out
     assert "mine:make" in out and "recovered exactly: 1/1" in out
+    assert "compiled" in err and "ground truth under interchange ablation" in err and "step    500/500" in err
+    (times,) = [line for line in err.splitlines() if line.startswith("time: ")]
+    assert [part.split()[0] for part in times[6:].split(", ")] == ["compile", "ground", "training"]
     (report,) = json.loads(report_path.read_text())
     assert report["truth_edges"] and sorted(report["found_edges"]) == sorted(report["truth_edges"])
     assert report["exact"] and not report["empty"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+import time
 from pathlib import Path
 
 from ..errors import EpverifyError
@@ -39,11 +41,50 @@ def _user_program(spec: str, settings):
     if not callable(func):
         raise EpverifyError(f"{path} has no function {func_name!r}; it must return a RASP program")
     return compile_rasp(func(), _parse_vocab(settings.vocab), settings.max_seq_len, causal=settings.causal,
-                        name=f"{path.stem}:{func_name}", source=spec, seed=settings.seed)
+                        name=f"{path.stem}:{func_name}", source=spec, seed=settings.seed, balance=settings.balance)
+
+
+SLOW = 5.0  # seconds: a program from a file that took longer is told where its time went
+
+
+def _stage(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _compile_user(spec: str, settings) -> tuple:
+    """(the compiled program, seconds it took)."""
+    start = time.perf_counter()
+    model = _user_program(spec, settings)
+    seconds = time.perf_counter() - start
+    _stage(f"compiled {spec}: {model.n_layers} layers, {model.total_edges} edges ({seconds:.1f} s)")
+    return model, seconds
+
+
+def _user_recovery(model, compile_seconds: float, settings):
+    """The ground truth and recovery of a program compiled from a file, saying on stderr what runs and, when it
+    all took more than SLOW seconds, where the time went."""
+    from ..io.progress import TrainingProgress
+    from ..tracr.ground_truth import ground_truth
+    from ..tracr.policy import tracr_config
+    from ..tracr.recover import recover
+
+    compiled = time.perf_counter()
+    _stage(f"ground truth under {settings.ablation} ablation ...")
+    model.ground_truth[settings.ablation] = ground_truth(model, settings.ablation)
+    truth = time.perf_counter()
+    config = tracr_config(settings.ablation)
+    progress = TrainingProgress(config.steps)
+    report = recover(model, settings.ablation, settings.seed, config, progress=progress)
+    progress.close()
+    times = {"compile": compile_seconds, "ground truth": truth - compiled, "training": report.seconds}
+    if sum(times.values()) > SLOW:
+        _stage("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    yield report
 
 
 def _targets(spec: str, settings) -> tuple[str, list]:
-    """("compiled", CompiledModels) or ("trained", model directories) for the PROGRAM argument."""
+    """("compiled", CompiledModels), ("trained", model directories) or ("user", [FILE.py:FUNCTION]) for the PROGRAM
+    argument."""
     from ..tracr import load, names
     from ..trained.card import is_trained_dir, shipped
 
@@ -54,7 +95,7 @@ def _targets(spec: str, settings) -> tuple[str, list]:
     if spec.endswith(".py") or ".py:" in spec:
         if ":" not in spec:
             raise EpverifyError(f"{spec}: name the function too, as FILE.py:FUNCTION")
-        return "compiled", [_user_program(spec, settings)]
+        return "user", [_compile_user(spec, settings)]
     path = Path(spec)
     if path.is_dir():
         if is_trained_dir(path):
@@ -84,6 +125,8 @@ def _reports(kind: str, targets: list, settings):
     from ..tracr.recover import recover_many
 
     header = "estimator: score, the compiled programs' preset (epverify.tracr.policy; docs/recovery.md)"
+    if kind == "user":
+        return header, _user_recovery(*targets[0], settings)
     return header, recover_many(targets, ablation=settings.ablation, seed=settings.seed)
 
 
@@ -140,6 +183,8 @@ COMMAND = Command(
         Option("vocab", "FILE.py:FUNCTION only: comma-separated input tokens"),
         Option("max_seq_len", "FILE.py:FUNCTION only: longest input", type=int),
         Option("causal", "FILE.py:FUNCTION only: compile with causal attention", switch=True),
+        Option("balance", "FILE.py:FUNCTION only: sample inputs balanced over the program's output at the last"
+                          " position (for an output that uniform inputs leave rare; docs/recovery.md)", switch=True),
     ),
     run,
 )

@@ -21,14 +21,14 @@ from .base import MethodResult
 
 
 def edge_pruning(model, data: PruneData, ablation: str = "interchange", config: PruneConfig | None = None,
-                 seed: int = 0, evaluator: Evaluator | None = None) -> MethodResult:
+                 seed: int = 0, evaluator: Evaluator | None = None, progress=None) -> MethodResult:
     """Train edge masks on `data` and extract the circuit. `evaluator`: extraction's, when the caller has one for
-    this model, data and ablation already."""
+    this model, data and ablation already; `progress`: the trainer's per-step callback."""
     start = time.perf_counter()
     adapter = as_adapter(model)
     config = replace(config or PruneConfig(), ablation=ablation, seed=seed)
     torch.manual_seed(seed)
-    result = prune(adapter, data, config)
+    result = prune(adapter, data, config, progress=progress)
     circuit = extract(evaluator or Evaluator(adapter, data, ablation), result, config, model=adapter.summary())
     scores = result.edge_log_alpha.detach().double().cpu()
     return MethodResult("edge-pruning", scores, adapter.graph, ablation, circuit=circuit,

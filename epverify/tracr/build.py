@@ -14,7 +14,7 @@ from .zoo import BY_NAME, ROOT, ZOO, ZooEntry
 def build(entry: ZooEntry) -> CompiledModel:
     """Compile one zoo program, attach its dataset recipe and verified ground truth per ablation."""
     model = compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, causal=entry.causal, name=entry.name,
-                         source=entry.source, unique=entry.unique)
+                         source=entry.source, unique=entry.unique, balance=entry.balance)
     model.ground_truth = {ablation: ground_truth(model, ablation) for ablation in GT_ABLATIONS}
     return model
 

@@ -11,10 +11,11 @@ from .model import BOS, PAD, CompiledModel
 
 
 def compile_rasp(program, vocab, max_seq_len: int, causal: bool = False, name: str | None = None,
-                 source: str = "", unique: bool = False, seed: int = 0) -> CompiledModel:
+                 source: str = "", unique: bool = False, seed: int = 0, balance: bool = False) -> CompiledModel:
     """Compile a RASP program with tracr and convert its weights to torch, with the recipe of its dataset (every
     input up to max_seq_len when that domain is small, else a seeded sample; `unique`: inputs with distinct tokens
-    only), so that `epverify.recover` takes the result as it is. A list vocab keeps its order in the recipe.
+    only; `balance`: a sample balanced over the program's output at the last position, for a branch that uniform
+    inputs leave rare, see `epverify.tracr.data`), so that `epverify.recover` takes the result as it is. A list vocab keeps its order in the recipe.
 
     Raises EpverifyError for a vocab holding the BOS or PAD token, an empty vocab, a bad max_seq_len, or a program
     tracr cannot compile (naming the expression and tracr's reason).
@@ -51,7 +52,7 @@ def compile_rasp(program, vocab, max_seq_len: int, causal: bool = False, name: s
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EpverifyError(f"tracr could not compile program {program.label!r}: {reason}") from None
     model = _convert(assembled, program, vocab, max_seq_len, causal, name or program.label, source)
-    model.dataset = default_recipe(order, max_seq_len, unique=unique, seed=seed)
+    model.dataset = default_recipe(order, max_seq_len, unique=unique, seed=seed, balance=balance)
     return model
 
 

@@ -1,18 +1,32 @@
-"""Datasets for compiled programs: clean inputs and, for interchange ablation, same-length corrupted partners."""
+"""Datasets for compiled programs: clean inputs and, for interchange ablation, same-length corrupted partners.
+
+A small domain is enumerated whole. A large one is sampled (seeded, without repeats), uniformly, or, where the
+recipe says `balance`, balanced over the program's output at the last position: a pool of `BALANCE_POOL` times the
+sample size is drawn uniformly, the compiled model labels it, and the sample takes one input of each output value
+in turn (in a seeded order) until it is full, repeating the inputs of a value the pool holds few of. A branch that
+uniform inputs almost never reach (all tokens equal, a balanced bracket string) then fires in 1/k of the sample for
+k output values, as long as the pool holds it at all.
+"""
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections import defaultdict
 
 EXHAUSTIVE_LIMIT = 1500  # enumerate every input when the domain is at most this large
 SAMPLE_SIZE = 1000
+BALANCE_POOL = 50  # a balanced sample is drawn from this many times its size of uniform inputs
 
 
-def default_recipe(vocab: list, max_seq_len: int, unique: bool = False, seed: int = 0) -> dict:
+def default_recipe(vocab: list, max_seq_len: int, unique: bool = False, seed: int = 0,
+                   balance: bool = False) -> dict:
     """How a program's dataset is made; stored in model.json so the dataset can be rebuilt exactly."""
-    return {"lengths": [1, max_seq_len], "unique": unique, "seed": seed,
-            "exhaustive_limit": EXHAUSTIVE_LIMIT, "sample_size": SAMPLE_SIZE, "vocab": list(vocab)}
+    recipe = {"lengths": [1, max_seq_len], "unique": unique, "seed": seed,
+              "exhaustive_limit": EXHAUSTIVE_LIMIT, "sample_size": SAMPLE_SIZE, "vocab": list(vocab)}
+    if balance:
+        recipe["balance"] = {"by": "output at the last position", "pool": BALANCE_POOL}
+    return recipe
 
 
 def _domain_size(vocab: list, lengths: range, unique: bool) -> int:
@@ -32,8 +46,9 @@ def _perm(n: int, k: int) -> int:
     return out
 
 
-def clean_inputs(recipe: dict) -> list[list]:
-    """Every input of the domain when it is small, else a seeded sample without repeats."""
+def clean_inputs(recipe: dict, model=None) -> list[list]:
+    """Every input of the domain when it is small, else a seeded sample without repeats (balanced over the outputs
+    of `model`, the compiled program, when the recipe says so)."""
     vocab = list(recipe["vocab"])
     lo, hi = recipe["lengths"]
     lengths = range(lo, hi + 1)
@@ -45,13 +60,48 @@ def clean_inputs(recipe: dict) -> list[list]:
             out += [list(s) for s in source]
         return out
     rng = random.Random(recipe["seed"])
+    if not recipe.get("balance"):
+        return _sample(rng, vocab, lengths, unique, recipe["sample_size"])
+    if model is None:
+        raise ValueError("a balanced recipe needs the compiled model to label its pool")
+    size = min(recipe["sample_size"] * recipe["balance"]["pool"], _domain_size(vocab, lengths, unique))
+    pool = _sample(rng, vocab, lengths, unique, size)
+    return _balanced(pool, last_outputs(model, pool), recipe["sample_size"], rng)
+
+
+def _sample(rng: random.Random, vocab: list, lengths: range, unique: bool, size: int) -> list[list]:
     seen, out = set(), []
-    while len(out) < recipe["sample_size"]:
+    while len(out) < size:
         n = rng.choice(list(lengths))
         s = tuple(rng.sample(vocab, n)) if unique else tuple(rng.choice(vocab) for _ in range(n))
         if s not in seen:
             seen.add(s)
             out.append(list(s))
+    return out
+
+
+def _balanced(pool: list[list], labels: list, size: int, rng: random.Random) -> list[list]:
+    """`size` inputs of the pool, one of each label in turn (labels in a seeded order, pool order within); a label
+    with fewer inputs than its share repeats them (all of the domain's "all equal" inputs may be a few dozen)."""
+    groups: dict = defaultdict(list)
+    for seq, label in zip(pool, labels):
+        groups[repr(label)].append(seq)
+    order = sorted(groups)
+    rng.shuffle(order)
+    return [groups[order[i % len(order)]][(i // len(order)) % len(groups[order[i % len(order)]])]
+            for i in range(size)]
+
+
+def last_outputs(model, sequences: list[list], chunk: int = 4096) -> list:
+    """The compiled program's output at the last position of each input."""
+    from ..adapters.tracr import TracrAdapter
+    from ..core import engine
+
+    adapter, out = TracrAdapter(model), []
+    for i in range(0, len(sequences), chunk):
+        part = sequences[i:i + chunk]
+        ids, mask = model.encode(part)
+        out += [row[-1] for row in model.decode(engine.forward(adapter, ids, mask), mask)]
     return out
 
 
@@ -70,6 +120,7 @@ def corrupted_partners(clean: list[list], recipe: dict) -> list[list]:
     return out
 
 
-def dataset(recipe: dict) -> tuple[list[list], list[list]]:
-    clean = clean_inputs(recipe)
+def dataset(recipe: dict, model=None) -> tuple[list[list], list[list]]:
+    """(clean inputs, corrupted partners); `model`: the compiled program, needed by a balanced recipe."""
+    clean = clean_inputs(recipe, model)
     return clean, corrupted_partners(clean, recipe)

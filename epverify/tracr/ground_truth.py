@@ -81,7 +81,7 @@ class Verifier:
     def __init__(self, model: CompiledModel, ablation: str):
         self.model, self.ablation = model, ablation
         self.adapter = TracrAdapter(model)
-        clean, corrupted = dataset(model.dataset)
+        clean, corrupted = dataset(model.dataset, model)
         self.ids, self.mask = model.encode(clean)
         self.corrupted_ids, _ = model.encode(corrupted)
         full = run_with_edges(self.adapter, self.ids, self.adapter.graph.edges, "zero", self.mask)

@@ -42,7 +42,7 @@ def tracr_config(ablation: str) -> PruneConfig:
 
 def tracr_data(model: CompiledModel) -> PruneData:
     """The program's dataset as training data: the loss is taken at every real position after BOS."""
-    clean, corrupted = dataset(model.dataset)
+    clean, corrupted = dataset(model.dataset, model)
     ids, mask = model.encode(clean)
     corrupted_ids, _ = model.encode(corrupted)
     loss_mask = mask.bool().clone()

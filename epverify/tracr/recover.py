@@ -22,27 +22,30 @@ TRACR_THREADS = 1  # Tracr models are tiny: a second torch thread mostly spins (
 
 
 def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 0,
-            config: PruneConfig | None = None) -> RecoveryReport:
+            config: PruneConfig | None = None, progress=None) -> RecoveryReport:
     """Prune a compiled program and compare the circuit found with its ground truth for this ablation; the
-    extraction is `epverify prune`'s (`eval.extraction`), its redundancy pass at the config's tolerance.
+    extraction is `epverify prune`'s (`eval.extraction`), its redundancy pass at the config's tolerance. The ground
+    truth is computed first where the program has none for this ablation (a program compiled just now).
+    `progress`: the trainer's per-step callback.
 
     Runs with one torch thread (restored afterwards): see docs/recovery.md, "Time"."""
     threads = torch.get_num_threads()
     torch.set_num_threads(TRACR_THREADS)
     try:
-        return _recover(compiled, ablation, seed, config)
+        return _recover(compiled, ablation, seed, config, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneConfig | None) -> RecoveryReport:
+def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneConfig | None,
+             progress) -> RecoveryReport:
     start = time.perf_counter()
     config = replace(config or tracr_config(ablation), ablation=ablation, seed=seed)
     if ablation not in compiled.ground_truth:
         compiled.ground_truth[ablation] = ground_truth(compiled, ablation)
     adapter = TracrAdapter(compiled)
     evaluator = Evaluator(adapter, tracr_data(compiled), ablation)
-    result = edge_pruning(adapter, evaluator.data, ablation, config, seed, evaluator)
+    result = edge_pruning(adapter, evaluator.data, ablation, config, seed, evaluator, progress)
     circuit = result.circuit
     if compiled.ground_truth[ablation]["edges"]:
         empty = flag_empty(circuit, config.target_sparsity, context=f"{compiled.name} ({ablation} ablation)")

@@ -22,6 +22,7 @@ class ZooEntry:
     source: str
     unique: bool = False  # dataset: only inputs with distinct tokens (programs that assume unique keys)
     causal: bool = False
+    balance: bool = False  # dataset: balance the program's output at the last position (a rare branch; data.py)
 
 
 def _lib():

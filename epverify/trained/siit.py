@@ -137,7 +137,7 @@ class Trainer:
         model.train(False)
         self.model, self.align = model, Alignment(spec, compiled, self.low, self.high)
         self.vocab = vocabulary_of(compiled, tokenizer)
-        inputs = clean_inputs(compiled.dataset)
+        inputs = clean_inputs(compiled.dataset, compiled)
         self.ids_high, self.mask = compiled.encode(inputs)
         self.ids_low, _ = self.vocab.encode(compiled, inputs)
         self.lengths = self.mask.sum(1) - 1

@@ -1,0 +1,96 @@
+"""The size ladder (epverify.tracr.ladder): compile each rung, verify its ground truth, recover it, time each part.
+
+    python bench/ladder.py                                  # every rung, seed 0, zero and interchange ablation
+    python bench/ladder.py --rungs reverse_v26_l10 --seeds 0,1,2,3,4 --json ladder.json
+    python bench/ladder.py --rungs small                    # the rungs the test suite runs
+
+Each rung runs in one process on one torch thread (`--workers` processes side by side): compile, the ground truth
+under zero, interchange and mean ablation (`epverify.tracr.build`), then `epverify recover`'s preset for each
+ablation and seed. A row per rung: its truth sizes, exact recoveries per ablation, and the seconds of each part;
+"worst" is compile + ground truth + the slowest single recovery, what one `epverify recover FILE.py:FUNCTION`
+of the program would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from epverify.eval.recovery import in_processes  # noqa: E402
+from epverify.tracr.ladder import BY_NAME, LADDER, SMALL  # noqa: E402
+
+
+def rung(name: str, seeds: list[int], ablations: list[str]) -> dict:
+    """Compile, verify and recover one rung; what happened and how long each part took."""
+    from epverify.tracr.compile import compile_rasp
+    from epverify.tracr.ground_truth import GT_ABLATIONS, ground_truth
+    from epverify.tracr.recover import recover
+
+    torch.set_num_threads(1)
+    entry = BY_NAME[name]
+    start = time.perf_counter()
+    model = compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, causal=entry.causal, name=name,
+                         source=entry.source, unique=entry.unique, balance=entry.balance)
+    row = {"rung": name, "vocab": len(entry.vocab), "length": entry.max_seq_len, "edges": model.total_edges,
+           "compile": time.perf_counter() - start, "truth": {}, "truth_seconds": {}, "recovery": {}}
+    for ablation in GT_ABLATIONS:
+        start = time.perf_counter()
+        model.ground_truth[ablation] = ground_truth(model, ablation)
+        row["truth_seconds"][ablation] = time.perf_counter() - start
+        row["truth"][ablation] = len(model.ground_truth[ablation]["edges"])
+    row["inputs"] = model.ground_truth["zero"]["checked_on"]
+    for ablation in ablations:
+        reports = [recover(model, ablation, seed) for seed in seeds]
+        row["recovery"][ablation] = [{"seed": seed, "exact": r.exact, "precision": r.precision, "recall": r.recall,
+                                      "seconds": r.seconds} for seed, r in zip(seeds, reports)]
+    slowest = max((r["seconds"] for runs in row["recovery"].values() for r in runs), default=0.0)
+    row["worst"] = row["compile"] + sum(row["truth_seconds"].values()) + slowest
+    return row
+
+
+def line(row: dict, ablations: list[str]) -> str:
+    exact = [f"{sum(r['exact'] for r in row['recovery'][a])}/{len(row['recovery'][a])}" for a in ablations]
+    seconds = [f"{max(r['seconds'] for r in row['recovery'][a]):.1f}" for a in ablations]
+    truth = "/".join(str(row["truth"][a]) for a in ("zero", "interchange", "mean"))
+    return (f"| {row['rung']} | {row['vocab']} | {row['length']} | {row['inputs']} | {row['edges']} | {truth} | "
+            + " | ".join(exact) + f" | {row['compile']:.1f} | {sum(row['truth_seconds'].values()):.1f} | "
+            + " | ".join(seconds) + f" | {row['worst']:.1f} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rungs", default="all", help="comma-separated rung names, 'small' or 'all'")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--ablations", default="zero,interchange")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    names = ([e.name for e in LADDER] if args.rungs == "all" else list(SMALL) if args.rungs == "small"
+             else [n.strip() for n in args.rungs.split(",") if n.strip()])
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown rung(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    ablations = [a.strip() for a in args.ablations.split(",")]
+    print("| rung | vocab | length | inputs | edges | truth zero/interchange/mean | "
+          + " | ".join(f"exact {a}" for a in ablations) + " | compile s | truth s | "
+          + " | ".join(f"recover {a} s" for a in ablations) + " | worst s |")
+    print("|" + " --- |" * 3 + " ---: |" * (6 + 2 * len(ablations)))
+    rows = []
+    for row in in_processes(rung, [(n, seeds, ablations) for n in names], args.workers):
+        rows.append(row)
+        print(line(row, ablations), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0 if all(r["exact"] for row in rows for runs in row["recovery"].values() for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The size ladder's small rungs: compiled on demand, verified, recovered exactly under zero and interchange
+ablation; and the balanced dataset that makes a rare branch common enough to find (bench/ladder.py runs them all)."""
+
+import pytest
+
+pytest.importorskip("tracr")
+
+from epverify.tracr.compile import compile_rasp  # noqa: E402
+from epverify.tracr.data import clean_inputs, dataset, last_outputs  # noqa: E402
+from epverify.tracr.ground_truth import Verifier, ground_truth  # noqa: E402
+from epverify.tracr.ladder import BY_NAME, SMALL  # noqa: E402
+from epverify.tracr.recover import recover  # noqa: E402
+
+
+def compiled(name: str, balance: bool | None = None):
+    entry = BY_NAME[name]
+    return compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, name=name, unique=entry.unique,
+                        balance=entry.balance if balance is None else balance)
+
+
+def test_a_balanced_sample_makes_the_rare_branch_common():
+    model = compiled("all_equal_v6_l6")
+    uniform = dict(model.dataset)
+    uniform.pop("balance")
+    rare = sum(last_outputs(model, clean_inputs(uniform)))
+    balanced = clean_inputs(model.dataset, model)
+    common = sum(last_outputs(model, balanced))
+    assert len(balanced) == model.dataset["sample_size"]
+    assert rare < 0.05 * len(balanced)  # uniform inputs: "all equal" is rare (mostly the length-1 inputs)
+    assert common == len(balanced) // 2  # balanced: one of each output in turn (the rare one's inputs repeated)
+    assert clean_inputs(model.dataset, model) == balanced  # seeded: the same sample every time
+    with pytest.raises(ValueError, match="needs the compiled model"):
+        clean_inputs(model.dataset)
+
+
+def test_the_ground_truth_is_checked_on_the_balanced_data():
+    model = compiled("all_equal_v6_l6")
+    clean, _ = dataset(model.dataset, model)
+    verifier = Verifier(model, "zero")
+    assert verifier.ids.shape[0] == len(clean)
+    assert model.encode(clean)[0].equal(verifier.ids)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_a_small_rung_is_recovered_exactly_under_both_ablations(name):
+    model = compiled(name)
+    for ablation in ("interchange", "zero"):
+        model.ground_truth[ablation] = truth = ground_truth(model, ablation)
+        assert truth["edges"]
+        report = recover(model, ablation, seed=0)
+        assert report.exact, (ablation, report.found_edges, report.truth_edges)
