@@ -111,8 +111,8 @@ def reached(cold: dict, warm: dict) -> int | None:
 
 def expand(cases: str) -> list[str]:
     """Case names, with "zoo" standing for every compiled program and "trained" for every shipped trained model."""
-    from epverify.trained.card import shipped
     from epverify.tracr import names
+    from epverify.trained.card import shipped
 
     out: list[str] = []
     for name in (c.strip() for c in cases.split(",") if c.strip()):

@@ -15,7 +15,8 @@ def compile_rasp(program, vocab, max_seq_len: int, causal: bool = False, name: s
     """Compile a RASP program with tracr and convert its weights to torch, with the recipe of its dataset (every
     input up to max_seq_len when that domain is small, else a seeded sample; `unique`: inputs with distinct tokens
     only; `balance`: a sample balanced over the program's output at the last position, for a branch that uniform
-    inputs leave rare, see `epverify.tracr.data`), so that `epverify.recover` takes the result as it is. A list vocab keeps its order in the recipe.
+    inputs leave rare, see `epverify.tracr.data`), so that `epverify.recover` takes the result as it is.
+    A list vocab keeps its order in the recipe.
 
     Raises EpverifyError for a vocab holding the BOS or PAD token, an empty vocab, a bad max_seq_len, or a program
     tracr cannot compile (naming the expression and tracr's reason).
