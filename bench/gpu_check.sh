@@ -6,6 +6,7 @@
 #   3. the CodeLlama-13B-shaped step at 32 rows, in one pass and in micro-batches of 8 (peak memory vs the estimate)
 #   4. the CodeLlama-34B-shaped step (48 layers, 64 heads, 8 KV heads) at 32 rows in micro-batches of 4
 #   5. seconds per step over 300 steps of a GPT-2-small-shaped run at batch 32 (x 3,000: a paper-length run)
+#   6. warm start (bench/init_from.py) against the cold start on the GPT-2-small shape
 #     OUT=/tmp/gpu bash bench/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/epverify-gpu}
@@ -65,3 +66,6 @@ out = {"steps": 300, "batch": 32, "seconds_per_step": round(per_step, 4), "x3000
 print(json.dumps(out))
 json.dump(out, open(sys.argv[1], "w"))
 PYEOF
+# 6. warm start against the cold start on the GPT-2-small shape (300 steps per run: cold, eap, eap-ig)
+timeout 300 $PY bench/init_from.py --cases gpt2-small-random --steps 300 --device cuda \
+    --json "$OUT/init_from_gpt2_small.json" 2>&1 | tail -5

@@ -11,7 +11,8 @@ higher and its expected sparsity is no lower (minus 0.005). Reported per run: th
 it (the attribution's time included: the warm start's whole cost), the extracted circuit's size and KL, and,
 where the model has a ground truth, whether the circuit is it exactly.
 
-Cases: a random-weight GPT-2 (4 layers, d_model 256) on IOI; shipped trained models (their card's data, the
+Cases: a random-weight GPT-2 on IOI (gpt2-random: 4 layers, d_model 256; gpt2-small-random: GPT-2 small's shape, for
+`--device cuda`); shipped trained models (their card's data, the
 recovery config); compiled programs (their data, `epverify recover`'s preset).
 """
 
@@ -35,11 +36,13 @@ from epverify.eval.extraction import extract  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("gpt2-random", "count_gpt2", "hist_llama", "hist", "reverse")
+GPT2_SHAPES = {"gpt2-random": {"n_embd": 256, "n_layer": 4, "n_head": 4},  # the CPU case
+               "gpt2-small-random": {"n_embd": 768, "n_layer": 12, "n_head": 12}}  # the GPU check's
 
 
-def load_case(name: str, steps: int | None):
-    """(adapter, data, config, truth edges or None) of a case."""
-    if name == "gpt2-random":
+def load_case(name: str, steps: int | None, device: str = "cpu"):
+    """(adapter, data, config, truth edges or None) of a case; the random GPT-2s on `device`."""
+    if name in GPT2_SHAPES:
         from transformers import GPT2Config, GPT2LMHeadModel
 
         from epverify.adapters import wrap
@@ -49,9 +52,9 @@ def load_case(name: str, steps: int | None):
         task = get_task("ioi")
         tokenizer = build_word_tokenizer(task.vocabulary())
         torch.manual_seed(0)
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=256, n_layer=4,
-                                           n_head=4, attn_implementation="eager"))
-        data = task.encode(tokenizer, task.examples(64, seed=0)).data
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, **GPT2_SHAPES[name],
+                                           attn_implementation="eager")).to(device)
+        data = task.encode(tokenizer, task.examples(64, seed=0)).data.to(device)
         return wrap(model).adapter, data, PruneConfig(steps=steps or 600), None
     if (ROOT / "trained_models" / name / "card.json").is_file():
         from epverify.trained.recover import load, recovery_config
@@ -130,6 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default: each case's config)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the random GPT-2 cases run (e.g. cuda)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here, one case at a time")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -138,7 +142,7 @@ def main(argv=None) -> int:
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
     records = []
     for name in expand(args.cases):
-        adapter, data, config, truth = load_case(name, args.steps)
+        adapter, data, config, truth = load_case(name, args.steps, args.device)
         cold = run(adapter, data, config, truth)
         rows = [("cold", cold, len(cold["losses"]), cold["seconds"])]
         for method in ("eap", "eap-ig"):

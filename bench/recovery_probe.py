@@ -62,7 +62,7 @@ def sweep(model: CompiledModel) -> None:
 
 
 def rows_changed(verifier: Verifier, edges) -> int:
-    diff = (verifier.outputs(edges) - verifier.full).abs().amax(-1)
+    diff = (verifier.outputs(edges) - torch.cat(verifier.full)).abs().amax(-1)
     return int(((diff > TOLERANCE) & verifier.positions).any(1).sum())
 
 

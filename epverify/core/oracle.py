@@ -60,6 +60,36 @@ def writer_outputs(adapter: Adapter, input_ids, attention_mask=None, kept=None, 
 
 
 @torch.no_grad()
+def ablated_outputs(adapter: Adapter, input_ids: torch.Tensor, ablation: str, attention_mask=None,
+                    corrupted_ids: torch.Tensor | None = None,
+                    reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """What each writer's output is replaced by where its edge is not kept (name -> (B, T, d)).
+
+    interchange: the full model's writer outputs on `corrupted_ids`;
+    zero: 0;
+    mean: per position, the mean writer output over `reference` = (ids, attention_mask).
+    """
+    if ablation == "interchange":
+        if corrupted_ids is None:
+            raise EpverifyError("interchange ablation needs corrupted_ids")
+        return writer_outputs(adapter, corrupted_ids, attention_mask)[0]
+    if ablation == "zero":
+        shape = (*input_ids.shape, adapter.d_model)
+        zero = torch.zeros(shape, dtype=adapter.dtype, device=adapter.device)
+        return {w: zero for w in adapter.graph.writers}
+    if ablation == "mean":
+        if reference is None:
+            raise EpverifyError("mean ablation needs reference inputs")
+        ref_ids, ref_mask = reference
+        outs, _ = writer_outputs(adapter, ref_ids, ref_mask)
+        weight = ref_mask.to(adapter.dtype)[:, :, None]  # (N, T, 1)
+        count = weight.sum(0).clamp(min=1)
+        seq = input_ids.shape[1]
+        return {w: ((o * weight).sum(0) / count)[:seq].expand(input_ids.shape[0], -1, -1) for w, o in outs.items()}
+    raise EpverifyError(f"the oracle supports interchange, zero and mean ablation, not {ablation!r}")
+
+
+@torch.no_grad()
 def run_with_edges(
     adapter: Adapter,
     input_ids: torch.Tensor,
@@ -68,34 +98,12 @@ def run_with_edges(
     attention_mask: torch.Tensor | None = None,
     corrupted_ids: torch.Tensor | None = None,
     reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ablated: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Logits of the model keeping exactly `edges` (iterable of (writer, reader)), everything else ablated.
-
-    interchange: ablated outputs are the full model's writer outputs on `corrupted_ids`;
-    zero: every ablated output is 0;
-    mean: per position, the mean writer output over `reference` = (ids, attention_mask).
-    """
+    """Logits of the model keeping exactly `edges` (iterable of (writer, reader)), everything else ablated as
+    `ablated_outputs` says (`ablated`: its result, when the caller runs many edge sets on the same inputs)."""
     kept = {tuple(e) for e in edges}
-    if ablation == "interchange":
-        if corrupted_ids is None:
-            raise EpverifyError("interchange ablation needs corrupted_ids")
-        ablated, _ = writer_outputs(adapter, corrupted_ids, attention_mask)
-    elif ablation == "zero":
-        shape = (*input_ids.shape, adapter.d_model)
-        zero = torch.zeros(shape, dtype=adapter.dtype, device=adapter.device)
-        ablated = {w: zero for w in adapter.graph.writers}
-    elif ablation == "mean":
-        if reference is None:
-            raise EpverifyError("mean ablation needs reference inputs")
-        ref_ids, ref_mask = reference
-        outs, _ = writer_outputs(adapter, ref_ids, ref_mask)
-        weight = ref_mask.to(adapter.dtype)[:, :, None]  # (N, T, 1)
-        count = weight.sum(0).clamp(min=1)
-        seq = input_ids.shape[1]
-        ablated = {
-            w: ((o * weight).sum(0) / count)[:seq].expand(input_ids.shape[0], -1, -1) for w, o in outs.items()
-        }
-    else:
-        raise EpverifyError(f"the oracle supports interchange, zero and mean ablation, not {ablation!r}")
+    if ablated is None:
+        ablated = ablated_outputs(adapter, input_ids, ablation, attention_mask, corrupted_ids, reference)
     _, logits = writer_outputs(adapter, input_ids, attention_mask, kept=kept, ablated=ablated)
     return logits

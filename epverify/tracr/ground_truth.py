@@ -30,11 +30,12 @@ from __future__ import annotations
 import torch
 
 from ..adapters.tracr import TracrAdapter
-from ..core.oracle import run_with_edges
+from ..core.oracle import ablated_outputs, run_with_edges
 from .data import dataset
 from .model import CompiledModel
 
 TOLERANCE = 1e-3
+CHUNK = 256  # inputs per oracle run
 GT_ABLATIONS = ("zero", "interchange", "mean")
 
 
@@ -76,7 +77,12 @@ def structural_edges(model: CompiledModel) -> dict[tuple[str, str], list[str]]:
 
 
 class Verifier:
-    """Runs the oracle on a program's dataset and compares with the full model."""
+    """Runs the oracle on a program's dataset and compares with the full model.
+
+    The inputs run in chunks of `CHUNK` rows, the ablated outputs are computed once, and the deviation of an edge
+    set already run is remembered (the two eliminations of `ground_truth` share most of their sets). A deviation
+    asked for with a `limit` stops at the first chunk that exceeds it: elimination only needs to know that a
+    removal breaks the circuit, and most removals it tries do."""
 
     def __init__(self, model: CompiledModel, ablation: str):
         self.model, self.ablation = model, ablation
@@ -84,23 +90,39 @@ class Verifier:
         clean, corrupted = dataset(model.dataset, model)
         self.ids, self.mask = model.encode(clean)
         self.corrupted_ids, _ = model.encode(corrupted)
-        full = run_with_edges(self.adapter, self.ids, self.adapter.graph.edges, "zero", self.mask)
-        self.full = full
+        self.ablated = ablated_outputs(self.adapter, self.ids, ablation, self.mask, self.corrupted_ids,
+                                       (self.ids, self.mask))
+        self.chunks = [slice(i, i + CHUNK) for i in range(0, self.ids.shape[0], CHUNK)]
+        full = self.adapter.graph.edges
+        self.full = [run_with_edges(self.adapter, self.ids[rows], full, "zero", self.mask[rows]) for rows in
+                     self.chunks]
         self.positions = self.mask.bool().clone()
         self.positions[:, 0] = False  # BOS is not an output
+        self.known: dict[frozenset, float] = {}
 
-    def outputs(self, edges) -> torch.Tensor:
-        return run_with_edges(
-            self.adapter, self.ids, edges, self.ablation, self.mask, self.corrupted_ids, (self.ids, self.mask)
-        )
+    def outputs(self, edges, rows: slice = slice(None)) -> torch.Tensor:
+        ablated = {w: o[rows] for w, o in self.ablated.items()}
+        return run_with_edges(self.adapter, self.ids[rows], edges, self.ablation, self.mask[rows], ablated=ablated)
 
-    def deviation(self, edges) -> float:
-        """Largest difference from the full model's outputs, over every real position after BOS."""
-        diff = (self.outputs(edges) - self.full).abs().amax(-1)
-        return float(diff[self.positions].max()) if self.positions.any() else 0.0
+    def deviation(self, edges, limit: float | None = None) -> float:
+        """Largest difference from the full model's outputs, over every real position after BOS; with `limit`, a
+        value over it may be a lower bound (the chunks after the first that exceeded it are not run)."""
+        key = frozenset(tuple(e) for e in edges)
+        if key in self.known:
+            return self.known[key]
+        worst = 0.0
+        for rows, full in zip(self.chunks, self.full):
+            positions = self.positions[rows]
+            if positions.any():
+                diff = (self.outputs(key, rows) - full).abs().amax(-1)
+                worst = max(worst, float(diff[positions].max()))
+            if limit is not None and worst > limit:
+                return worst
+        self.known[key] = worst
+        return worst
 
     def agrees(self, edges) -> bool:
-        return self.deviation(edges) <= TOLERANCE
+        return self.deviation(edges, TOLERANCE) <= TOLERANCE
 
 
 def eliminate(verifier: Verifier, edges, reverse_ties: bool = False,
@@ -120,9 +142,11 @@ def eliminate(verifier: Verifier, edges, reverse_ties: bool = False,
     while kept:
         best = None
         for edge in kept:
-            deviation = verifier.deviation([e for e in kept if e != edge])
+            deviation = verifier.deviation([e for e in kept if e != edge], TOLERANCE)
             if deviation <= TOLERANCE and (best is None or deviation < best[1]):
                 best = (edge, deviation)
+                if deviation == 0.0:  # nothing after it can change less: the first exact zero is the choice
+                    break
         if best is None:
             break
         kept.remove(best[0])
