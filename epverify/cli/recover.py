@@ -151,13 +151,13 @@ def run(settings) -> int:
         raise EpverifyError("no trained models are shipped here: build them with `make trained`")
     header, results = _reports(kind, targets, settings)
     print(f"ablation: {settings.ablation}, seed: {settings.seed}; {header}")
-    print("  ".join(f"{h:>9s}" if i else f"{h:18s}" for i, h in enumerate(HEAD)))
+    print("  ".join(f"{h:>9s}" if i else f"{h:26s}" for i, h in enumerate(HEAD)))
     reports = []
     for r in results:  # one process per CPU
         reports.append(r)
         row = [r.program, r.total_edges, len(r.truth_edges), len(r.found_edges), r.precision, r.recall, r.auc,
                r.faithfulness, r.accuracy, r.steps, r.seconds, "yes" if r.exact else "NO"]
-        print("  ".join(f"{fmt(v):>9s}" if i else f"{v:18s}" for i, v in enumerate(row)), flush=True)
+        print("  ".join(f"{fmt(v):>9s}" if i else f"{v:26s}" for i, v in enumerate(row)), flush=True)
     exact = sum(r.exact for r in reports)
     print(f"recovered exactly: {exact}/{len(reports)}")
     if settings.json:
