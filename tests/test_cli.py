@@ -86,3 +86,24 @@ def test_a_shipped_program_is_recovered_under_zero_ablation(tmp_path, capsys):
     assert code == 0, out
     (report,) = json.loads(report_path.read_text())
     assert report["ablation"] == "zero" and report["exact"] and report["truth_edges"]
+
+
+def test_balance_reaches_the_dataset_recipe_of_a_user_program(tmp_path, monkeypatch, capsys):
+    """`--balance` on FILE.py:FUNCTION compiles the program with a recipe that balances its outputs."""
+    pytest.importorskip("tracr")
+    import epverify.tracr.compile as compile_module
+    from epverify.errors import EpverifyError
+
+    real, recipes = compile_module.compile_rasp, []
+
+    def compile_and_stop(*args, **kwargs):
+        recipes.append(real(*args, **kwargs).dataset)
+        raise EpverifyError("stopped after compiling")
+
+    monkeypatch.setattr(compile_module, "compile_rasp", compile_and_stop)
+    source = tmp_path / "eq.py"
+    source.write_text("from tracr.compiler import lib\n\ndef make():\n    return lib.make_hist()\n")
+    for flag in (["--balance"], []):
+        assert main(["recover", f"{source}:make", "--vocab", "a,b,c", "--max-seq-len", "4", *flag]) == 2
+        assert "stopped after compiling" in capsys.readouterr().err
+    assert [bool(r.get("balance")) for r in recipes] == [True, False]
