@@ -4,6 +4,7 @@ import copy
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -173,15 +174,24 @@ def test_a_config_naming_another_layer_class_is_refused():
 
 
 def test_a_sharded_process_holds_less_weight_memory_than_a_replicated_one():
-    """bench/shard_memory.py under torchrun, 2 processes: FSDP2 shards hold the decoder layers' half of each."""
+    """bench/shard_memory.py under torchrun, 2 processes: FSDP2 shards hold the decoder layers' half of each, and
+    the step's peak is lower. The sharded peak depends on when the all-gather's buffers are freed (on this machine
+    190.1 MiB in most runs, one or two layers' worth more in some, against 208.1 replicated), so the peak is
+    compared as the median of three runs, as docs/benchmarks.md quotes it."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(_free_port()), str(ROOT / "bench" / "shard_memory.py")],
-                          capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 4
+    peaks: dict[tuple, list] = {}
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", str(_free_port()), str(ROOT / "bench" / "shard_memory.py")],
+                              capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        assert len(rows) == 4
+        for rank in (0, 1):
+            replicated, sharded = (next(r for r in rows if r["rank"] == rank and r["sharded"] == s)
+                                   for s in (False, True))
+            assert sharded["weights_held_mib"] < 0.7 * replicated["weights_held_mib"], (replicated, sharded)
+        for r in rows:
+            peaks.setdefault((r["rank"], r["sharded"]), []).append(r["peak_mib"])
     for rank in (0, 1):
-        replicated, sharded = (next(r for r in rows if r["rank"] == rank and r["sharded"] == s) for s in (False, True))
-        assert sharded["weights_held_mib"] < 0.7 * replicated["weights_held_mib"], (replicated, sharded)
-        assert sharded["peak_mib"] < replicated["peak_mib"]
+        assert statistics.median(peaks[rank, True]) < statistics.median(peaks[rank, False]), peaks
