@@ -29,15 +29,14 @@ from epverify.tracr.ladder import BY_NAME, LADDER, SMALL  # noqa: E402
 
 def rung(name: str, seeds: list[int], ablations: list[str]) -> dict:
     """Compile, verify and recover one rung; what happened and how long each part took."""
-    from epverify.tracr.compile import compile_rasp
+    from epverify.tracr.build import compile_entry
     from epverify.tracr.ground_truth import GT_ABLATIONS, ground_truth
     from epverify.tracr.recover import recover
 
     torch.set_num_threads(1)
     entry = BY_NAME[name]
     start = time.perf_counter()
-    model = compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, causal=entry.causal, name=name,
-                         source=entry.source, unique=entry.unique, balance=entry.balance)
+    model = compile_entry(entry)
     row = {"rung": name, "vocab": len(entry.vocab), "length": entry.max_seq_len, "edges": model.total_edges,
            "compile": time.perf_counter() - start, "truth": {}, "truth_seconds": {}, "recovery": {}}
     for ablation in GT_ABLATIONS:

@@ -5,17 +5,15 @@ import pytest
 
 pytest.importorskip("tracr")
 
-from epverify.tracr.compile import compile_rasp  # noqa: E402
+from epverify.tracr.build import compile_entry  # noqa: E402
 from epverify.tracr.data import clean_inputs, dataset, last_outputs  # noqa: E402
 from epverify.tracr.ground_truth import Verifier, ground_truth  # noqa: E402
 from epverify.tracr.ladder import BY_NAME, SMALL  # noqa: E402
 from epverify.tracr.recover import recover  # noqa: E402
 
 
-def compiled(name: str, balance: bool | None = None):
-    entry = BY_NAME[name]
-    return compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, name=name, unique=entry.unique,
-                        balance=entry.balance if balance is None else balance)
+def compiled(name: str):
+    return compile_entry(BY_NAME[name])
 
 
 def test_a_balanced_sample_makes_the_rare_branch_common():

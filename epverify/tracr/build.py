@@ -11,10 +11,15 @@ from .model import CompiledModel
 from .zoo import BY_NAME, ROOT, ZOO, ZooEntry
 
 
+def compile_entry(entry: ZooEntry) -> CompiledModel:
+    """Compile one zoo (or ladder) program with its dataset recipe, no ground truth yet."""
+    return compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, causal=entry.causal, name=entry.name,
+                        source=entry.source, unique=entry.unique, balance=entry.balance)
+
+
 def build(entry: ZooEntry) -> CompiledModel:
     """Compile one zoo program, attach its dataset recipe and verified ground truth per ablation."""
-    model = compile_rasp(entry.make(), list(entry.vocab), entry.max_seq_len, causal=entry.causal, name=entry.name,
-                         source=entry.source, unique=entry.unique, balance=entry.balance)
+    model = compile_entry(entry)
     model.ground_truth = {ablation: ground_truth(model, ablation) for ablation in GT_ABLATIONS}
     return model
 

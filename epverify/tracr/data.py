@@ -88,8 +88,11 @@ def _balanced(pool: list[list], labels: list, size: int, rng: random.Random) -> 
         groups[repr(label)].append(seq)
     order = sorted(groups)
     rng.shuffle(order)
-    return [groups[order[i % len(order)]][(i // len(order)) % len(groups[order[i % len(order)]])]
-            for i in range(size)]
+    out = []
+    for i in range(size):
+        group = groups[order[i % len(order)]]  # label i mod k, its (i // k)-th input, wrapping round
+        out.append(group[(i // len(order)) % len(group)])
+    return out
 
 
 def last_outputs(model, sequences: list[list], chunk: int = 4096) -> list:

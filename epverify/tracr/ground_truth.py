@@ -79,10 +79,10 @@ def structural_edges(model: CompiledModel) -> dict[tuple[str, str], list[str]]:
 class Verifier:
     """Runs the oracle on a program's dataset and compares with the full model.
 
-    The inputs run in chunks of `CHUNK` rows, the ablated outputs are computed once, and the deviation of an edge
-    set already run is remembered (the two eliminations of `ground_truth` share most of their sets). A deviation
-    asked for with a `limit` stops at the first chunk that exceeds it: elimination only needs to know that a
-    removal breaks the circuit, and most removals it tries do."""
+    The inputs run in chunks of `CHUNK` rows and the ablated outputs are computed once. A deviation asked for with
+    a `limit` stops at the first chunk that exceeds it: elimination only needs to know that a removal breaks the
+    circuit, and most removals it tries do. An edge set already run is remembered, exactly or as the lower bound a
+    stopped run gave (the two eliminations of `ground_truth` share most of their sets)."""
 
     def __init__(self, model: CompiledModel, ablation: str):
         self.model, self.ablation = model, ablation
@@ -98,7 +98,8 @@ class Verifier:
                      self.chunks]
         self.positions = self.mask.bool().clone()
         self.positions[:, 0] = False  # BOS is not an output
-        self.known: dict[frozenset, float] = {}
+        self.known: dict[frozenset, float] = {}  # exact deviations
+        self.over: dict[frozenset, float] = {}  # lower bounds, from runs stopped at a limit
 
     def outputs(self, edges, rows: slice = slice(None)) -> torch.Tensor:
         ablated = {w: o[rows] for w, o in self.ablated.items()}
@@ -110,6 +111,8 @@ class Verifier:
         key = frozenset(tuple(e) for e in edges)
         if key in self.known:
             return self.known[key]
+        if limit is not None and self.over.get(key, 0.0) > limit:  # already seen to break it (the tie-reversed pass)
+            return self.over[key]
         worst = 0.0
         for rows, full in zip(self.chunks, self.full):
             positions = self.positions[rows]
@@ -117,6 +120,7 @@ class Verifier:
                 diff = (self.outputs(key, rows) - full).abs().amax(-1)
                 worst = max(worst, float(diff[positions].max()))
             if limit is not None and worst > limit:
+                self.over[key] = worst
                 return worst
         self.known[key] = worst
         return worst

@@ -12,7 +12,7 @@ from __future__ import annotations
 import string
 from functools import partial
 
-from .zoo import LIB, ZooEntry, _count, _hist, _lib, _reverse, _shift_by, _sort_unique
+from .zoo import LIB, ZooEntry, _count, _hist, _lib, _reverse, _shift_by, _shuffle_dyck2, _sort_unique
 
 LETTERS = tuple(string.ascii_lowercase)
 
@@ -28,11 +28,6 @@ def _all_equal():
 def _detect(pattern: str):
     lib, rasp = _lib()
     return lib.detect_pattern(rasp.tokens, pattern)
-
-
-def _shuffle_dyck2():
-    lib, _ = _lib()
-    return lib.make_shuffle_dyck2()
 
 
 def _rung(kind: str, make, vocab: tuple, length: int, source: str, **kw) -> ZooEntry:
