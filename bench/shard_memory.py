@@ -68,7 +68,10 @@ def main() -> None:
     torch.set_num_threads(1)
     parallel = distributed.setup(distributed.LaunchSettings.from_env())
     for shard in (False, True):
-        print(json.dumps(run(parallel, shard)), flush=True)
+        # one write per line: print() writes the text and the newline apart, and the other rank's line can land
+        # between them on the shared pipe
+        sys.stdout.write(json.dumps(run(parallel, shard)) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
