@@ -48,9 +48,15 @@ def rung(name: str, seeds: list[int], ablations: list[str]) -> dict:
     for ablation in ablations:
         reports = [recover(model, ablation, seed) for seed in seeds]
         row["recovery"][ablation] = [{"seed": seed, "exact": r.exact, "precision": r.precision, "recall": r.recall,
-                                      "seconds": r.seconds} for seed, r in zip(seeds, reports)]
+                                      "seconds": r.seconds, **_differences(r)} for seed, r in zip(seeds, reports)]
     row["worst"] = worst(row)
     return row
+
+
+def _differences(report) -> dict:
+    """The truth edges a recovery missed and the edges it added, as [writer, reader] lists."""
+    truth, found = set(map(tuple, report.truth_edges)), set(map(tuple, report.found_edges))
+    return {"missing": sorted(map(list, truth - found)), "extra": sorted(map(list, found - truth))}
 
 
 def worst(row: dict) -> float:

@@ -80,3 +80,26 @@ def test_hold_needs_the_gated_score_estimator():
     with pytest.raises(EpverifyError, match="score_hold"):
         PruneConfig(estimator="score", score=ScoreSettings(gate=0.0, hold=True)).validate()
     PruneConfig(estimator="score", score=ScoreSettings(gate=2.0, hold=True)).validate()
+
+
+def test_an_edge_kept_by_one_pass_goes_once_the_edge_it_stood_in_for_is_gone():
+    """Routes that stand in for each other: A cannot go while B is there, B can go, and then A can. One pass in
+    score order (A first) keeps A; the passes repeat until one removes nothing, so only C is left."""
+    graph = TracrAdapter(load("count")).graph
+    a, b, c = ("tok_embeds", "resid_post"), ("pos_embeds", "resid_post"), ("m0", "resid_post")
+
+    class Stand:  # a stand-in evaluator whose loss is a function of which of A, B, C are kept
+        ablation = "zero"
+
+        def __init__(self):
+            self.graph = graph
+
+        def mean_loss(self, mask):
+            kept = {e for e in (a, b, c) if mask[graph.edge_index[e]] > 0}
+            return 1.0 if c not in kept or kept == {b, c} else 0.0
+
+    scores = torch.zeros(graph.num_edges)
+    scores[graph.edge_index[a]], scores[graph.edge_index[b]], scores[graph.edge_index[c]] = 1.0, 2.0, 3.0
+    circuit = Circuit([a, b, c, ("a0.h0", "m0"), ("tok_embeds", "a0.h0.v")], graph.num_edges, ablation="zero")
+    result = drop_redundant(Stand(), circuit, scores, 1e-6)
+    assert result.edges == [c] and result.dropped_redundant == 4

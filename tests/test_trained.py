@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from epverify.trained.recover import RECOVERY, check_truth, recovery_config
 from epverify.trained.runner import mixed_run
 from epverify.trained.verify import BARS, passes
 
+ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = shipped()
 
 
@@ -162,3 +164,19 @@ def test_loading_a_card_of_another_format_is_one_error(tmp_path):
     (tmp_path / CARD).write_text(json.dumps({"format": "other"}))
     with pytest.raises(EpverifyError, match="not an epverify trained-model card"):
         load_card(tmp_path)
+
+
+def test_the_defaults_bench_compares_both_defaults_on_a_trained_model(capsys):
+    """bench/defaults.py (docs/recovery.md's before/after table) on count_gpt2 at 300 steps: a row per defaults,
+    the new defaults' circuit measured against the card (at this length both end at the card's 3 edges)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("defaults_bench", ROOT / "bench" / "defaults.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--cases", "count_gpt2", "--steps", "300", "--workers", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| count_gpt2 |")]
+    assert [r.split(" | ")[2] for r in rows] == ["before", "now"]
+    assert rows[1].split(" | ")[9] == "yes", out
+    assert "now: median KL" in out and "exact 1/1" in out.split("now:")[1]

@@ -27,12 +27,13 @@ TRACR_CONFIG = PruneConfig(target_sparsity=1.02, steps=500, warmup_steps=250, lr
 # Zero ablation takes away an edge's whole signal, and a circuit's rarely used mechanism is then cheap (a 5-edge
 # chain worth 0.036 nats in shuffle_dyck): near-binary gates (temperature 0.1), 4 masks per row, a looser gate and
 # a slower descent give such edges their evidence before the pruning pressure reaches them, and the price of one
-# edge stops at 0.01 nats so that it cannot outgrow what an edge of a small graph is worth (docs/recovery.md,
-# cause 7). It costs about 2.5x the interchange defaults per program.
+# edge stops at 1e-4 nats so that it cannot outgrow what an edge of a small graph is worth (docs/recovery.md,
+# cause 7; 0.01 until 2026-12-05, when the size ladder's sort_unique_v26_l10 showed truth edges worth 2.2e-4 each).
+# It costs about 2.5x the interchange defaults per program.
 # Edges that matter on few rows get their evidence in bursts (shuffle_dyck2's `a0.h0 > m0`: 6 of 340 inputs), so
 # the gate does not let the price push down an edge whose running estimate outweighs it (`score.hold`).
 TRACR_ZERO_CONFIG = replace(TRACR_CONFIG, gate_temperature=0.1, lr=0.05, steps=700, warmup_steps=350,
-                            max_edge_price=0.01, score=ScoreSettings(gate=2.0, decay=0.99, samples=4, hold=True))
+                            max_edge_price=1e-4, score=ScoreSettings(gate=2.0, decay=0.99, samples=4, hold=True))
 
 
 def tracr_config(ablation: str) -> PruneConfig:
