@@ -26,51 +26,28 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from init_from import load_case  # noqa: E402  (the same cases as the warm-start bench: gpt2-random, trained models)
 
 from epverify import PruneConfig, prune  # noqa: E402
 from epverify.eval.evaluator import Evaluator  # noqa: E402
 from epverify.eval.extraction import extract  # noqa: E402
 from epverify.eval.recovery import in_processes  # noqa: E402
+from epverify.trained.card import shipped  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 BEFORE = {"max_edge_price": 0.0, "redundancy_tolerance": 0.0}  # the two defaults as they were
-
-
-def trained_cases() -> list[str]:
-    return sorted(p.parent.name for p in (ROOT / "trained_models").glob("*/card.json"))
-
-
-def load_case(name: str):
-    """(masked model, data, truth edges or None)."""
-    if name == "gpt2-random":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        from epverify.adapters import wrap
-        from epverify.tasks import get_task
-        from epverify.tasks.tokenizer import build_word_tokenizer
-
-        task = get_task("ioi")
-        tokenizer = build_word_tokenizer(task.vocabulary())
-        torch.manual_seed(0)
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=256, n_layer=4,
-                                           n_head=4, attn_implementation="eager"))
-        return wrap(model), task.encode(tokenizer, task.examples(64, seed=0)).data, None
-    from epverify.trained.recover import load
-
-    masked, card = load(ROOT / "trained_models" / name)
-    return masked, card.prune_data(), set(card.truth("interchange"))
 
 
 def run(name: str, which: str, seed: int, steps: int) -> dict:
     torch.set_num_threads(1)
-    masked, data, truth = load_case(name)
+    adapter, data, _, truth = load_case(name, steps)  # the case's model and data; prune's config, not its own
     config = replace(PruneConfig(steps=steps, seed=seed), **(BEFORE if which == "before" else {}))
-    evaluator = Evaluator(masked, data, config.ablation)
+    evaluator = Evaluator(adapter, data, config.ablation)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    result = prune(masked.adapter, data, config)
+    result = prune(adapter, data, config)
     circuit = extract(evaluator, result, config)
     seconds = time.perf_counter() - start
     metrics = evaluator.evaluate(circuit.mask(evaluator.graph))
@@ -79,7 +56,7 @@ def run(name: str, which: str, seed: int, steps: int) -> dict:
            "kl": metrics[evaluator.loss_name], "accuracy": metrics.get("accuracy"),
            "redundant_dropped": circuit.dropped_redundant, "seconds": round(seconds, 1)}
     if truth is not None:
-        found = set(circuit.edges)
+        found, truth = set(circuit.edges), set(truth)
         row["precision"] = len(found & truth) / len(found) if found else 0.0
         row["recall"] = len(found & truth) / len(truth)
         row["exact"] = found == truth
@@ -94,7 +71,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="write every row here")
     args = parser.parse_args(argv)
-    cases = args.cases.split(",") if args.cases else [*trained_cases(), "gpt2-random"]
+    cases = args.cases.split(",") if args.cases else [*(p.name for p in shipped()), "gpt2-random"]
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(c, w, s, args.steps) for c in cases for s in seeds for w in ("before", "now")]
     rows = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,11 +170,9 @@ def test_loading_a_card_of_another_format_is_one_error(tmp_path):
 def test_the_defaults_bench_compares_both_defaults_on_a_trained_model(capsys):
     """bench/defaults.py (docs/recovery.md's before/after table) on count_gpt2 at 300 steps: a row per defaults,
     the new defaults' circuit measured against the card (at this length both end at the card's 3 edges)."""
-    import importlib.util
+    sys.path.insert(0, str(ROOT / "bench"))
+    import defaults as bench
 
-    spec = importlib.util.spec_from_file_location("defaults_bench", ROOT / "bench" / "defaults.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     bench.main(["--cases", "count_gpt2", "--steps", "300", "--workers", "1"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| count_gpt2 |")]
