@@ -119,3 +119,55 @@ def test_a_warm_start_begins_at_the_attribution_scores_mapped_to_log_alphas(meth
 def test_an_unknown_warm_start_is_refused():
     with pytest.raises(EpverifyError, match="unknown init_from 'magic'"):
         PruneConfig(init_from="magic").validate()
+
+
+def _sparsity_term(constraint: str):
+    from epverify.core.graph import ComponentGraph
+    from epverify.train.objective import SparsityTerm
+
+    graph = ComponentGraph(1, 2, 1, ("tok_embeds",))
+    term = SparsityTerm(PruneConfig(target_sparsity=0.9, warmup_steps=10, sparsity_constraint=constraint), graph,
+                        torch.device("cpu"))
+    with torch.no_grad():
+        term.lambdas.copy_(torch.tensor([-2.0, 3.0]))  # as after a stretch of the run spent below the target
+    return term, graph
+
+
+@pytest.mark.parametrize("constraint", ["at_least", "exact"])
+def test_past_the_target_only_the_exact_constraint_pushes_edges_back_up(constraint):
+    """Early in the ramp every edge shut means a sparsity far past the target: "exact" pulls every log-alpha up
+    (and the lambdas keep learning), "at_least" leaves the masks to the faithfulness loss alone."""
+    term, graph = _sparsity_term(constraint)
+    log_alpha = torch.full((graph.num_edges,), -5.0, requires_grad=True)
+    value, sparsity, target, _ = term(log_alpha, None, step=0)
+    assert sparsity.item() > target
+    value.backward()
+    if constraint == "exact":
+        assert (log_alpha.grad < 0).all() and term.lambdas.grad.abs().sum() > 0  # descent raises every log-alpha
+    else:
+        assert value.item() == 0 and (log_alpha.grad == 0).all() and (term.lambdas.grad == 0).all()
+
+
+@pytest.mark.parametrize("constraint", ["at_least", "exact"])
+def test_short_of_the_target_both_constraints_push_the_same(constraint):
+    term, graph = _sparsity_term(constraint)
+    log_alpha = torch.full((graph.num_edges,), 5.0, requires_grad=True)
+    value, sparsity, target, gap = term(log_alpha, None, step=9)
+    value.backward()
+    assert sparsity.item() < target and (log_alpha.grad > 0).all()  # descent lowers every log-alpha
+    assert torch.allclose(log_alpha.grad, _exact_grad(log_alpha.detach()))
+
+
+def _exact_grad(log_alpha):
+    term, _ = _sparsity_term("exact")
+    log_alpha = log_alpha.clone().requires_grad_(True)
+    term(log_alpha, None, step=9)[0].backward()
+    return log_alpha.grad
+
+
+def test_an_unknown_sparsity_constraint_is_refused_and_old_runs_keep_theirs():
+    with pytest.raises(EpverifyError, match="unknown sparsity_constraint 'equal': choose at_least or exact"):
+        PruneConfig(sparsity_constraint="equal").validate()
+    saved = PruneConfig().to_dict()
+    del saved["sparsity_constraint"]  # a checkpoint written before the setting existed
+    assert PruneConfig.from_dict(saved).sparsity_constraint == "exact"

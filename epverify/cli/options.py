@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.engine import ABLATIONS
 from ..train import PruneConfig
+from ..train.config import SPARSITY_CONSTRAINTS
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ TRAINING = (
            DEFAULTS.max_edge_price, float),
     Option("log_alpha_bound", "keep every log-alpha within [-B, B], so that no gate saturates out of reach (0: none)",
            DEFAULTS.log_alpha_bound, float),
+    Option("sparsity_constraint", "at_least: the target sparsity is a floor, and past it only the loss moves an edge;"
+                                  " exact: the sparsity is held at the target from both sides (the paper's form)",
+           DEFAULTS.sparsity_constraint, choices=SPARSITY_CONSTRAINTS),
     Option("redundancy_tolerance", "extraction drops kept edges the binary circuit does not need while its loss"
                                    " rises by at most this much in all, in nats per position (0: no pass)",
            DEFAULTS.redundancy_tolerance, float),

@@ -20,7 +20,8 @@ ESTIMATORS = ("pathwise", "score")
 INIT_FROM = ("", "eap", "eap-ig")  # where the log-alphas start: the usual N(10, 0.01), or attribution scores
 WARMUP_FRACTION = 5 / 6  # the warm-up's share of the steps when it is not given
 # What a setting was before it existed, where its default is not that: a checkpoint written then ran without it.
-BEFORE_IT_EXISTED = {"max_edge_price": 0.0}
+BEFORE_IT_EXISTED = {"max_edge_price": 0.0, "sparsity_constraint": "exact"}
+SPARSITY_CONSTRAINTS = ("at_least", "exact")  # how the target binds: PruneConfig.sparsity_constraint
 # Settings that change how much memory a step takes, not what it computes: a run may resume with other values
 # (e.g. micro-batches after running out of memory).
 MEMORY_ONLY = ("micro_batch_size", "checkpoint_layers")
@@ -86,6 +87,12 @@ class PruneConfig:
     # ahead of its ramp, then outranks the circuit. A bound of 10 frees such edges but also exposes edges whose
     # pathwise gradient is weak to the pruning pressure: docs/recovery.md, "Trained models", has both measured.
     log_alpha_bound: float = 0.0
+    # How the target binds. "at_least" (the default since 2026-12-05): the target is a floor; while the expected
+    # sparsity is past it the term and the lambdas' gradient are zero, so only the faithfulness loss moves an edge.
+    # "exact" (the paper's form, and every run before): the sparsity is held at the target from both sides, so when
+    # it runs ahead of the ramp every edge is pushed back up, and an edge no output needs can end saturated above
+    # the circuit (the trained models' ROC AUC: docs/recovery.md, "Trained models").
+    sparsity_constraint: str = "at_least"
     # Extraction's last step (`eval.extraction`): in ascending order of log-alpha, drop each kept edge the binary
     # circuit does not need while its loss rises by at most this much in all (nats per position; 0: no pass), for
     # circuits of at most `redundancy_max_edges` edges (the pass runs the model once per kept edge).
@@ -142,6 +149,9 @@ class PruneConfig:
                                 f" ({self.redundancy_max_edges}) must be 0 (no pass) or positive")
         if not 0.0 < self.gate_temperature <= 10.0:
             raise EpverifyError(f"gate_temperature ({self.gate_temperature}) must lie in (0, 10]")
+        if self.sparsity_constraint not in SPARSITY_CONSTRAINTS:
+            raise EpverifyError(f"unknown sparsity_constraint {self.sparsity_constraint!r}: choose"
+                                f" {' or '.join(SPARSITY_CONSTRAINTS)}")
         if self.init_from not in INIT_FROM:
             raise EpverifyError(f"unknown init_from {self.init_from!r}: choose eap, eap-ig or '' (no warm start)")
         if self.ablation not in ABLATIONS:

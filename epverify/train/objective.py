@@ -41,6 +41,8 @@ class SparsityTerm:
         sparsity = expected_sparsity(edge_log_alpha, node_log_alpha, self.edge_writer, self.config.gate_temperature)
         target = self.target(step)
         gap = sparsity - target
+        if self.config.sparsity_constraint == "at_least":
+            gap = gap.clamp(max=0.0)
         return self.lambdas[0] * gap + self.lambdas[1] * gap**2, sparsity, target, gap
 
     @torch.no_grad()
