@@ -31,6 +31,7 @@ class TracrAdapter(Adapter):
         self.layers = []
         for layer in range(self.n_layers):
             p = f"layers.{layer}."
+            w1, b1, w2 = _live_hidden_units(w[p + "mlp1_w"], w[p + "mlp1_b"], w[p + "mlp2_w"])
             self.layers.append(
                 {
                     "q": per_head_in(w[p + "query"]),
@@ -38,10 +39,12 @@ class TracrAdapter(Adapter):
                     "v": per_head_in(w[p + "value"]),
                     "o": w[p + "linear"].reshape(h, k, d),  # (H, K, d)
                     "o_full": w[p + "linear"],
-                    "w1": w[p + "mlp1_w"],
-                    "b1": w[p + "mlp1_b"],
-                    "w2": w[p + "mlp2_w"],
+                    "w1": w1,
+                    "b1": b1,
+                    "w2": w2,
                     "b2": w[p + "mlp2_b"],
+                    # a layer whose heads read no value at all (Tracr's layout filler): every head outputs 0
+                    "silent": not bool(w[p + "value"].any()),
                 }
             )
 
@@ -63,6 +66,8 @@ class TracrAdapter(Adapter):
         return project_heads(x, self.layers[layer][kind][heads], None)
 
     def attention(self, layer, q, k, v, attention_mask):
+        if self.layers[layer]["silent"]:
+            return v  # exactly zero (no value weights, no biases): the pattern cannot matter
         return causal_softmax_attention(q, k, v, attention_mask, self.model.causal, self.model.attention_scale())
 
     def head_out_weight(self, layer):
@@ -88,3 +93,12 @@ class TracrAdapter(Adapter):
 
     def summary(self) -> dict:
         return {"family": "tracr", "program": self.model.name, **super().summary()}
+
+
+def _live_hidden_units(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor):
+    """An MLP's weights without the hidden units that cannot contribute: Tracr pads every layer's MLP to the widest
+    one (516 units in each of shuffle_dyck2's 8 layers, of which some use 1), and a unit whose input weights and
+    bias are zero (ReLU(0) = 0) or whose output weights are zero adds an exact 0 to every output."""
+    live = ((w1 != 0).any(0) | (b1 != 0)) & (w2 != 0).any(1)
+    return w1[:, live], b1[live], w2[live]
+

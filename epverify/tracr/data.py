@@ -11,6 +11,7 @@ k output values, as long as the pool holds it at all.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections import defaultdict
 
@@ -64,9 +65,12 @@ def clean_inputs(recipe: dict, model=None) -> list[list]:
         return _sample(rng, vocab, lengths, unique, recipe["sample_size"])
     if model is None:
         raise ValueError("a balanced recipe needs the compiled model to label its pool")
-    size = min(recipe["sample_size"] * recipe["balance"]["pool"], _domain_size(vocab, lengths, unique))
-    pool = _sample(rng, vocab, lengths, unique, size)
-    return _balanced(pool, last_outputs(model, pool), recipe["sample_size"], rng)
+    key = json.dumps(recipe, sort_keys=True)
+    if key not in model.balanced_inputs:  # labelling the pool runs the model on it: once per model and recipe
+        size = min(recipe["sample_size"] * recipe["balance"]["pool"], _domain_size(vocab, lengths, unique))
+        pool = _sample(rng, vocab, lengths, unique, size)
+        model.balanced_inputs[key] = _balanced(pool, last_outputs(model, pool), recipe["sample_size"], rng)
+    return [list(s) for s in model.balanced_inputs[key]]
 
 
 def _sample(rng: random.Random, vocab: list, lengths: range, unique: bool, size: int) -> list[list]:

@@ -44,6 +44,8 @@ class CompiledModel:
     source: str = ""
     dataset: dict = field(default_factory=dict)
     ground_truth: dict = field(default_factory=dict)  # ablation -> {"edges": [...], "dropped": [...]}
+    # a balanced recipe's inputs, once labelled (`tracr.data.clean_inputs`): the ground truth and recovery share them
+    balanced_inputs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ----- shape ---------------------------------------------------------------------------------------------
     @property
