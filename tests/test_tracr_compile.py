@@ -101,3 +101,22 @@ def test_input_outside_vocab_and_too_long_are_rejected():
         model.encode([[1, 7]])
     with pytest.raises(EpverifyError, match="longer than max_seq_len 5"):
         model.encode([[1, 2, 3, 1, 2, 3]])
+
+
+def test_skipping_tracrs_padding_changes_no_bit(monkeypatch):
+    """Tracr pads every MLP to the widest and fills layers with heads that read nothing; the adapter drops the
+    hidden units that cannot contribute and skips those layers' attention, and the residual stream stays bit for
+    bit what the padded weights give."""
+    import epverify.adapters.tracr as tracr_adapter
+
+    model = load("shuffle_dyck2")
+    ids, mask = model.encode(clean_inputs(model.dataset)[:200])
+    lean = TracrAdapter(model)
+    assert any(layer["silent"] for layer in lean.layers)
+    assert sum(layer["w1"].shape[1] for layer in lean.layers) < sum(
+        model.weights[f"layers.{i}.mlp1_w"].shape[1] for i in range(model.n_layers))
+    monkeypatch.setattr(tracr_adapter, "_live_hidden_units", lambda w1, b1, w2: (w1, b1, w2))
+    padded = TracrAdapter(model)
+    for layer in padded.layers:
+        layer["silent"] = False
+    assert torch.equal(engine.full_run(lean, ids, mask).final, engine.full_run(padded, ids, mask).final)
