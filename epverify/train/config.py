@@ -95,7 +95,7 @@ class PruneConfig:
     sparsity_constraint: str = "at_least"
     # Extraction's last step (`eval.extraction`): in ascending order of log-alpha, drop each kept edge the binary
     # circuit does not need while its loss rises by at most this much in all (nats per position; 0: no pass), for
-    # circuits of at most `redundancy_max_edges` edges (the pass runs the model once per kept edge).
+    # circuits of at most `redundancy_max_edges` edges (its last pass runs the model once per kept edge).
     redundancy_tolerance: float = 1e-3
     redundancy_max_edges: int = 500
     # Warm start: "" starts every log-alpha at N(10, 0.01) (every mask open); "eap" or "eap-ig" starts them from
