@@ -2,7 +2,8 @@
 
 The rule (docs/method.md, "Extraction"): keep an edge when its log-alpha is positive (with node masks, when its
 writer's is too), drop dangling edges, then the redundancy pass (`eval.redundancy.drop_redundant`) with the
-config's tolerance, for circuits of at most `redundancy_max_edges` edges (its last pass runs the model once per kept edge).
+config's tolerance, for circuits of at most `redundancy_max_edges` edges (its last round runs the model once per
+kept edge).
 """
 
 from __future__ import annotations
