@@ -31,16 +31,24 @@ def writer_outputs(adapter: Adapter, input_ids, attention_mask=None, kept=None, 
         outputs[name] = embeds[i]
     zeros = torch.zeros_like(embeds[0])
 
-    def reader_input(reader: str, n_writers: int, bias: torch.Tensor) -> torch.Tensor:
-        x = bias.clone()
-        for writer in graph.writers[:n_writers]:  # in place: the same sums in the same order, without a new tensor each
-            x.add_(outputs[writer] if kept is None or (writer, reader) in kept else ablated[writer])
-        return x
+    def group_inputs(readers, n_writers: int, bias: torch.Tensor) -> list[torch.Tensor]:
+        """The inputs of readers that share their writers: readers that keep the same edges get the same sum, made
+        once (in place: the same additions in the same order, without a new tensor for each)."""
+        made, out = {}, []
+        for reader in readers:
+            keep = tuple(kept is None or (w, reader) in kept for w in graph.writers[:n_writers])
+            if keep not in made:
+                x = bias.clone()
+                for writer, k in zip(graph.writers, keep):
+                    x.add_(outputs[writer] if k else ablated[writer])
+                made[keep] = x
+            out.append(made[keep])
+        return out
 
     bias = zeros
     for layer in range(adapter.n_layers):
         group = graph.attn_group(layer)
-        x = torch.stack([reader_input(r, group.n_writers, bias) for r in group.readers])
+        x = torch.stack(group_inputs(group.readers, group.n_writers, bias))
         nq, nkv = adapter.n_heads, adapter.n_kv_heads
         q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
         a = adapter.attention(layer, q, k, v, attention_mask)
@@ -49,10 +57,10 @@ def writer_outputs(adapter: Adapter, input_ids, attention_mask=None, kept=None, 
         layer_bias = adapter.attention_bias(layer)
         after = bias if layer_bias is None else bias + layer_bias
         mlp_group = graph.mlp_group(layer)
-        x = reader_input(f"m{layer}", mlp_group.n_writers, bias if adapter.parallel_mlp else after)
+        x = group_inputs(mlp_group.readers, mlp_group.n_writers, bias if adapter.parallel_mlp else after)[0]
         outputs[f"m{layer}"] = adapter.mlp(layer, x)
         bias = after
-    x = reader_input(graph.out_group.readers[0], len(graph.writers), bias)
+    x = group_inputs(graph.out_group.readers, len(graph.writers), bias)[0]
     return outputs, adapter.unembed(x)
 
 
