@@ -256,9 +256,16 @@ class Evaluator:
                 for name, total in totals.items()}
 
     @torch.no_grad()
-    def mean_loss(self, edge_mask: torch.Tensor) -> float:
-        """The faithfulness loss alone, mean per position (ACDC's inner loop, the redundancy pass)."""
-        return sum(float(self.loss(self.run(edge_mask, b), b)) for b in range(len(self))) / self.n_positions
+    def mean_loss(self, edge_mask: torch.Tensor, limit: float | None = None) -> float:
+        """The faithfulness loss alone, mean per position (ACDC's inner loop, the redundancy pass). With `limit`, the
+        batches stop once their sum alone puts the mean over it (every position's loss is at least 0), and what is
+        returned is then a value over the limit, not the mean."""
+        total = 0.0
+        for batch in range(len(self)):
+            total += float(self.loss(self.run(edge_mask, batch), batch))
+            if limit is not None and total > limit * self.n_positions:
+                break
+        return total / self.n_positions
 
     # ----- helpers ------------------------------------------------------------------------------------------
     @torch.no_grad()

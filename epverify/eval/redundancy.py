@@ -36,7 +36,7 @@ def drop_redundant(evaluator: Evaluator, circuit: Circuit, scores: torch.Tensor,
         while todo:
             trial = mask.clone()
             trial[[graph.edge_index[e] for e in todo[:run]]] = 0.0
-            if evaluator.mean_loss(trial) <= limit:
+            if evaluator.mean_loss(trial, limit) <= limit:  # a run that breaks it stops at the batch that shows it
                 mask = trial
                 kept.difference_update(todo[:run])
                 todo, run = todo[run:], run * 2
