@@ -92,3 +92,23 @@ def test_the_pass_finds_the_truth_inside_the_whole_structure(program, ablation):
     assert len(circuit.edges) > len(truth)  # there is something to remove
     result = drop_redundant(Evaluator(adapter, tracr_data(model), ablation), circuit, scores, 1e-6)
     assert set(result.edges) == truth
+
+
+@settings(max_examples=max(3, settings().max_examples // 4))
+@given(st.sampled_from(PROGRAMS), st.sampled_from(["zero", "interchange", "mean"]), st.floats(0.0, 1.0),
+       st.floats(0.0, 2.0), st.integers(0, 2**31 - 1))
+def test_a_loss_with_a_limit_decides_as_the_whole_loss_does(program, ablation, density, fraction, seed):
+    """`mean_loss(mask, limit)` may stop early, but it is over the limit exactly when the whole mean is, and where
+    it is not over, it is the whole mean."""
+    adapter = TracrAdapter(load(program))
+    graph = adapter.graph
+    evaluator = Evaluator(adapter, tracr_data(adapter.model), ablation)
+    gen = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(graph.num_edges, generator=gen) < density).float()
+    whole = evaluator.mean_loss(mask)
+    limit = whole * fraction
+    bounded = evaluator.mean_loss(mask, limit)
+    note(f"whole {whole}, limit {limit}, bounded {bounded}")
+    assert (bounded > limit) == (whole > limit)
+    if whole <= limit:
+        assert bounded == whole
