@@ -101,4 +101,3 @@ def _live_hidden_units(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor):
     bias are zero (ReLU(0) = 0) or whose output weights are zero adds an exact 0 to every output."""
     live = ((w1 != 0).any(0) | (b1 != 0)) & (w2 != 0).any(1)
     return w1[:, live], b1[live], w2[live]
-
