@@ -4,7 +4,8 @@
     python bench/ladder.py --rungs reverse_v26_l10 --seeds 0,1,2,3,4 --json ladder.json
     python bench/ladder.py --rungs small                    # the rungs the test suite runs
 
-Each rung runs in one process on one torch thread (`--workers` processes side by side): compile, the ground truth
+Each rung runs in one process on `--threads` torch threads (default 1; `--workers` processes side by side: give
+each one thread), as `epverify recover FILE.py:FUNCTION --threads N` would: compile, the ground truth
 under zero, interchange and mean ablation (`epverify.tracr.build`), then `epverify recover`'s preset for each
 ablation and seed. A row per rung: its truth sizes, exact recoveries per ablation, and the seconds of each part;
 "worst" is the longest `epverify recover FILE.py:FUNCTION --ablation A` of the rung would take: compile, that
@@ -27,13 +28,13 @@ from epverify.eval.recovery import in_processes  # noqa: E402
 from epverify.tracr.ladder import BY_NAME, LADDER, SMALL  # noqa: E402
 
 
-def rung(name: str, seeds: list[int], ablations: list[str]) -> dict:
+def rung(name: str, seeds: list[int], ablations: list[str], threads: int = 1) -> dict:
     """Compile, verify and recover one rung; what happened and how long each part took."""
     from epverify.tracr.build import compile_entry
     from epverify.tracr.ground_truth import GT_ABLATIONS, ground_truth
     from epverify.tracr.recover import recover
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     entry = BY_NAME[name]
     start = time.perf_counter()
     model = compile_entry(entry)
@@ -46,7 +47,7 @@ def rung(name: str, seeds: list[int], ablations: list[str]) -> dict:
         row["truth"][ablation] = len(model.ground_truth[ablation]["edges"])
     row["inputs"] = model.ground_truth["zero"]["checked_on"]
     for ablation in ablations:
-        reports = [recover(model, ablation, seed) for seed in seeds]
+        reports = [recover(model, ablation, seed, threads=threads) for seed in seeds]
         row["recovery"][ablation] = [{"seed": seed, "exact": r.exact, "precision": r.precision, "recall": r.recall,
                                       "seconds": r.seconds, **_differences(r)} for seed, r in zip(seeds, reports)]
     row["worst"] = worst(row)
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--ablations", default="zero,interchange")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per rung (a rung alone on the machine:"
+                        " one per core)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     names = ([e.name for e in LADDER] if args.rungs == "all" else list(SMALL) if args.rungs == "small"
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
           + " | ".join(f"recover {a} s" for a in ablations) + " | worst s |")
     print("|" + " --- |" * 3 + " ---: |" * (6 + 2 * len(ablations)))
     rows = []
-    for row in in_processes(rung, [(n, seeds, ablations) for n in names], args.workers):
+    for row in in_processes(rung, [(n, seeds, ablations, args.threads) for n in names], args.workers):
         rows.append(row)
         print(line(row, ablations), flush=True)
         if args.json:

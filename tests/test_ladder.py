@@ -7,7 +7,13 @@ pytest.importorskip("tracr")
 
 from epverify.tracr.build import compile_entry  # noqa: E402
 from epverify.tracr.data import clean_inputs, dataset, last_outputs  # noqa: E402
-from epverify.tracr.ground_truth import Verifier, ground_truth  # noqa: E402
+from epverify.tracr.ground_truth import (  # noqa: E402
+    BREAKS,
+    CATEGORICAL_TOLERANCE,
+    TOLERANCE,
+    Verifier,
+    ground_truth,
+)
 from epverify.tracr.ladder import BY_NAME, SMALL  # noqa: E402
 from epverify.tracr.recover import recover  # noqa: E402
 
@@ -47,3 +53,23 @@ def test_a_small_rung_is_recovered_exactly_under_both_ablations(name):
         assert truth["edges"]
         report = recover(model, ablation, seed=0)
         assert report.exact, (ablation, report.found_edges, report.truth_edges)
+
+
+def test_a_categorical_output_is_compared_as_the_program_output():
+    """reverse_v10_l8's output head has a BOS default its queries never need: without its two edges the one-hot
+    outputs move by about 0.01 (Tracr's attention leak to BOS is gone) and decode the same on every input, so the
+    circuit agrees and the zero-ablation truth leaves them out; the truth's own edges are each needed (their
+    removals change a decoded output, `BREAKS`, or a value by more than the tolerance)."""
+    model = compile_entry(BY_NAME["reverse_v10_l8"])
+    verifier = Verifier(model, "zero")
+    truth = [tuple(e) for e in ground_truth(model, "zero")["edges"]]
+    bos = [("tok_embeds", "a3.h0.q"), ("tok_embeds", "a3.h0.k")]
+    assert not set(bos) & set(truth)
+    with_bos = truth + bos
+    assert verifier.agrees(with_bos)
+    moved = verifier.deviation(truth)
+    assert TOLERANCE < moved <= CATEGORICAL_TOLERANCE  # the old 1e-3 criterion would have kept the two edges
+    assert verifier.deviation(with_bos) == 0.0
+    without = [verifier.deviation([e for e in truth if e != edge]) for edge in truth]
+    assert all(d > CATEGORICAL_TOLERANCE for d in without)
+    assert BREAKS in without and not verifier.agrees([])

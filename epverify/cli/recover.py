@@ -63,6 +63,7 @@ def _compile_user(spec: str, settings) -> tuple:
 def _user_recovery(model, compile_seconds: float, settings):
     """The ground truth and recovery of a program compiled from a file, saying on stderr what runs and, when it
     all took more than SLOW seconds, where the time went."""
+    from ..eval.recovery import torch_threads
     from ..io.progress import TrainingProgress
     from ..tracr.ground_truth import ground_truth
     from ..tracr.policy import tracr_config
@@ -70,11 +71,12 @@ def _user_recovery(model, compile_seconds: float, settings):
 
     compiled = time.perf_counter()
     _stage(f"ground truth under {settings.ablation} ablation ...")
-    model.ground_truth[settings.ablation] = ground_truth(model, settings.ablation)
+    with torch_threads(_threads(settings)):
+        model.ground_truth[settings.ablation] = ground_truth(model, settings.ablation)
     truth = time.perf_counter()
     config = tracr_config(settings.ablation)
     progress = TrainingProgress(config.steps)
-    report = recover(model, settings.ablation, settings.seed, config, progress=progress)
+    report = recover(model, settings.ablation, settings.seed, config, progress=progress, threads=_threads(settings))
     progress.close()
     times = {"compile": compile_seconds, "ground truth": truth - compiled, "training": report.seconds}
     if sum(times.values()) > SLOW:
@@ -111,22 +113,32 @@ def _targets(spec: str, settings) -> tuple[str, list]:
     return "compiled", [load(spec)]
 
 
+def _threads(settings) -> int:
+    """Torch threads for a recovery run alone: --threads, else torch's own (OMP_NUM_THREADS, else one per core)."""
+    import torch
+
+    return settings.threads or torch.get_num_threads()
+
+
 def _reports(kind: str, targets: list, settings):
-    """The recoveries, as they finish, and the header line saying what trained."""
+    """The recoveries, as they finish, and the header line saying what trained. One program runs here with every
+    thread it is given; several run in one process per CPU of one thread each."""
     if kind == "trained":
-        from ..trained.recover import RECOVERY, recover_many
+        from ..trained.recover import RECOVERY, recover, recover_many
 
         if settings.ablation not in ("interchange", "zero"):
             raise EpverifyError(f"trained models have known circuits under interchange and zero ablation, not"
                                 f" {settings.ablation}")
         exception = ", ".join(f"{k} {v}" for k, v in RECOVERY.items())
         header = f"estimator: pathwise, epverify prune's defaults (PruneConfig()) but {exception}"
-        return header, recover_many(targets, ablation=settings.ablation, seed=settings.seed)
-    from ..tracr.recover import recover_many
+    else:
+        from ..tracr.recover import recover, recover_many
 
-    header = "estimator: score, the compiled programs' preset (epverify.tracr.policy; docs/recovery.md)"
-    if kind == "user":
-        return header, _user_recovery(*targets[0], settings)
+        header = "estimator: score, the compiled programs' preset (epverify.tracr.policy; docs/recovery.md)"
+        if kind == "user":
+            return header, _user_recovery(*targets[0], settings)
+    if len(targets) == 1:
+        return header, iter([recover(targets[0], settings.ablation, settings.seed, threads=_threads(settings))])
     return header, recover_many(targets, ablation=settings.ablation, seed=settings.seed)
 
 
@@ -183,6 +195,8 @@ COMMAND = Command(
         Option("vocab", "FILE.py:FUNCTION only: comma-separated input tokens"),
         Option("max_seq_len", "FILE.py:FUNCTION only: longest input", type=int),
         Option("causal", "FILE.py:FUNCTION only: compile with causal attention", switch=True),
+        Option("threads", "torch threads when one program is recovered (default: torch's own, OMP_NUM_THREADS or one"
+                          " per core); several are recovered in one process per CPU of one thread each", 0, int),
         Option("balance", "FILE.py:FUNCTION only: sample inputs balanced over the program's output at the last"
                           " position (for an output that uniform inputs leave rare; docs/recovery.md)", switch=True),
     ),

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -56,6 +57,19 @@ def recovery_report(name: str, evaluator: Evaluator, circuit: Circuit, truth: se
         seconds=seconds, dropped_dangling=circuit.dropped_dangling, dropped_redundant=circuit.dropped_redundant,
         empty=empty, estimator=config.estimator, config=config.to_dict(),
     )
+
+
+@contextmanager
+def torch_threads(threads: int):
+    """Run the block with this many torch threads, restoring the caller's setting afterwards. A recovery runs
+    alone on a machine with one thread per core; in a pool (`in_processes`), or beside other jobs, with one: on a
+    shared core torch's second thread spins (docs/recovery.md, "Time")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def in_processes(fn: Callable, jobs: list, workers: int | None = None, size=None) -> Iterator:

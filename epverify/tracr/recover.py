@@ -6,35 +6,28 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 
-import torch
-
 from ..adapters.tracr import TracrAdapter
 from ..eval.checks import flag_empty
 from ..eval.evaluator import Evaluator
-from ..eval.recovery import RecoveryReport, in_processes, recovery_report
+from ..eval.recovery import RecoveryReport, in_processes, recovery_report, torch_threads
 from ..methods.edge_pruning import edge_pruning
 from ..train import PruneConfig
 from .ground_truth import ground_truth, matching_truth
 from .model import CompiledModel
 from .policy import tracr_config, tracr_data
 
-TRACR_THREADS = 1  # Tracr models are tiny: a second torch thread mostly spins (6-13x slower on a shared machine)
-
 
 def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 0,
-            config: PruneConfig | None = None, progress=None) -> RecoveryReport:
+            config: PruneConfig | None = None, progress=None, threads: int = 1) -> RecoveryReport:
     """Prune a compiled program and compare the circuit found with its ground truth for this ablation; the
     extraction is `epverify prune`'s (`eval.extraction`), its redundancy pass at the config's tolerance. The ground
     truth is computed first where the program has none for this ablation (a program compiled just now).
     `progress`: the trainer's per-step callback.
 
-    Runs with one torch thread (restored afterwards): see docs/recovery.md, "Time"."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRACR_THREADS)
-    try:
+    Runs with `threads` torch threads (the caller's setting is restored afterwards): one, unless the machine is
+    otherwise idle (docs/recovery.md, "Time"). The result does not depend on it."""
+    with torch_threads(threads):
         return _recover(compiled, ablation, seed, config, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _recover(compiled: CompiledModel, ablation: str, seed: int, config: PruneConfig | None,

@@ -20,7 +20,7 @@ from ..errors import EpverifyError
 from ..eval.checks import flag_empty
 from ..eval.evaluator import Evaluator
 from ..eval.extraction import extract
-from ..eval.recovery import RecoveryReport, in_processes, recovery_report
+from ..eval.recovery import RecoveryReport, in_processes, recovery_report, torch_threads
 from ..train import PruneConfig, prune
 from .card import CHECKED_ABLATIONS, Card, load_card
 from .verify import BARS
@@ -57,15 +57,12 @@ def check_truth(evaluator: Evaluator, card: Card) -> None:
 
 
 def recover(path: str | Path, ablation: str = "interchange", seed: int = 0,
-            config: PruneConfig | None = None) -> RecoveryReport:
+            config: PruneConfig | None = None, threads: int = 1) -> RecoveryReport:
     """Prune a trained model on its card's dataset as `epverify prune` does and compare with its known circuit.
-    One torch thread (restored afterwards): the models are tiny, and `recover_many` runs one per CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    With `threads` torch threads (restored afterwards): one, as `recover_many` runs one process per CPU, unless the
+    machine is otherwise idle."""
+    with torch_threads(threads):
         return _recover(path, ablation, seed, config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _recover(path, ablation: str, seed: int, config: PruneConfig | None) -> RecoveryReport:
