@@ -31,6 +31,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..adapters.tracr import TracrAdapter
@@ -161,20 +163,39 @@ def eliminate(verifier: Verifier, edges, reverse_ties: bool = False,
     if alone is None:
         alone = {e: verifier.deviation([x for x in start if x != e]) for e in start}
     kept = sorted(sorted(start, reverse=reverse_ties), key=lambda e: alone[e])  # stable: name order within ties
-    dropped = []
+    dropped, last = [], {}
     while kept:
-        best = None
-        for edge in kept:
-            deviation = verifier.deviation([e for e in kept if e != edge], verifier.tolerance)
-            if deviation <= verifier.tolerance and (best is None or deviation < best[1]):
-                best = (edge, deviation)
-                if deviation == 0.0:  # nothing after it can change less: the first exact zero is the choice
-                    break
+        best = _least_change(verifier, kept, last)
         if best is None:
             break
         kept.remove(best[0])
         dropped.append(best)
     return sorted(kept), dropped
+
+
+def _least_change(verifier: Verifier, kept: list, last: dict) -> tuple | None:
+    """The edge of `kept` whose removal changes the outputs least while the rest agrees, ties to the earliest in
+    `kept`; (edge, deviation), or None when every removal breaks the circuit.
+
+    Removals are tried in the order of their deviations in the previous round (`last`, updated here), which is
+    usually close to this round's: the best removal is found early, and a run that shows a removal cannot beat it
+    stops there. The choice is the one trying them in `kept` order gives."""
+    position = {e: i for i, e in enumerate(kept)}
+    best = None
+    for edge in sorted(kept, key=lambda e: (last.get(e, 0.0), position[e])):
+        if best is None:
+            limit = verifier.tolerance
+        elif position[edge] < position[best[0]]:  # an equal change wins here: stop only past the best
+            limit = best[1]
+        elif best[1] == 0.0:  # nothing after the best in `kept` can change less than nothing
+            continue
+        else:
+            limit = math.nextafter(best[1], -math.inf)
+        deviation = last[edge] = verifier.deviation([e for e in kept if e != edge], limit)
+        if deviation <= verifier.tolerance and (best is None or deviation < best[1] or (
+                deviation == best[1] and position[edge] < position[best[0]])):
+            best = (edge, deviation)
+    return best
 
 
 def ground_truth(model: CompiledModel, ablation: str) -> dict:
