@@ -148,6 +148,11 @@ def test_a_directory_that_is_neither_is_one_line(tmp_path, capsys):
     _one_line(capsys, "neither a compiled program")
 
 
+def test_a_negative_thread_count_is_one_line(capsys):
+    assert main(["recover", "reverse", "--threads", "-1"]) == 2
+    _one_line(capsys, "--threads -1")
+
+
 def test_a_card_naming_edges_the_model_lacks_is_one_line(tmp_path, capsys):
     copy = shutil.copytree(SHIPPED[0].parent / "count_llama", tmp_path / "m")
     card = json.loads((copy / CARD).read_text())

@@ -138,7 +138,8 @@ def _reports(kind: str, targets: list, settings):
         if kind == "user":
             return header, _user_recovery(*targets[0], settings)
     if len(targets) == 1:
-        return header, iter([recover(targets[0], settings.ablation, settings.seed, threads=_threads(settings))])
+        # a generator, like recover_many's: the header is printed before the recovery runs
+        return header, (recover(t, settings.ablation, settings.seed, threads=_threads(settings)) for t in targets)
     return header, recover_many(targets, ablation=settings.ablation, seed=settings.seed)
 
 
@@ -155,6 +156,9 @@ HEAD = ("program", "edges", "truth", "found", "precision", "recall", "auc", "los
 
 
 def run(settings) -> int:
+    if settings.threads < 0:
+        raise EpverifyError(f"--threads {settings.threads}: give a number of torch threads of at least 1, or 0 for"
+                            " torch's own (OMP_NUM_THREADS, else one per core)")
     program_file = settings.program.rpartition(":")[0] if ".py:" in settings.program else None
     if settings.json:
         check_not_input(settings.json, program_file)

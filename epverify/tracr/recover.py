@@ -25,7 +25,8 @@ def recover(compiled: CompiledModel, ablation: str = "interchange", seed: int = 
     `progress`: the trainer's per-step callback.
 
     Runs with `threads` torch threads (the caller's setting is restored afterwards): one, unless the machine is
-    otherwise idle (docs/recovery.md, "Time"). The result does not depend on it."""
+    otherwise idle (docs/recovery.md, "Time"). One and two threads gave the same circuits, losses and AUCs on
+    every program compared there."""
     with torch_threads(threads):
         return _recover(compiled, ablation, seed, config, progress)
 
