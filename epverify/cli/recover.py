@@ -196,11 +196,11 @@ COMMAND = Command(
                choices=("interchange", "zero", "mean")),
         Option("json", "also write the reports as JSON", metavar="PATH"),
         Option("seed", "training seed", 0, int),
+        Option("threads", "torch threads when one program is recovered (default: torch's own, OMP_NUM_THREADS or one"
+                          " per core); several are recovered in one process per CPU of one thread each", 0, int),
         Option("vocab", "FILE.py:FUNCTION only: comma-separated input tokens"),
         Option("max_seq_len", "FILE.py:FUNCTION only: longest input", type=int),
         Option("causal", "FILE.py:FUNCTION only: compile with causal attention", switch=True),
-        Option("threads", "torch threads when one program is recovered (default: torch's own, OMP_NUM_THREADS or one"
-                          " per core); several are recovered in one process per CPU of one thread each", 0, int),
         Option("balance", "FILE.py:FUNCTION only: sample inputs balanced over the program's output at the last"
                           " position (for an output that uniform inputs leave rare; docs/recovery.md)", switch=True),
     ),

@@ -11,12 +11,12 @@
    outputs everywhere: values within `TOLERANCE` for a numerical output; for a categorical one, the same decoded
    value (argmax, or None) with no value moved by more than `CATEGORICAL_TOLERANCE`. Tracr's soft attention leaks
    a little weight to BOS, and a circuit without the BOS default of a head that always finds its match computes
-   the same program without that leak (docs/ground_truth.md, "The criterion"). Starting from
-   the structural set, edges are dropped one at a time, always the one whose removal changes the outputs least
-   (largest deviation from the full model), as long as the circuit without it still agrees with the full model on
-   every input, until no edge can go. What is left is sufficient (it reproduces
-   the full model) and every edge in it is necessary (removing it alone changes some output), by construction;
-   tests/test_ground_truth.py checks both again for every shipped truth.
+   the same program without that leak (docs/ground_truth.md, "The criterion"). Starting from the structural set,
+   edges are dropped one at a time, always the one whose removal changes the outputs least (largest deviation from
+   the full model), as long as the circuit without it still agrees with the full model on every input, until no
+   edge can go. What is left is sufficient (it reproduces the full model) and every edge in it is necessary
+   (removing it alone changes some output), by construction; tests/test_ground_truth.py checks both again for
+   every shipped truth.
 
    Why least change first: a program can have more than one circuit that is sufficient with every edge
    necessary, and dropping edges in a fixed list order picked one by the accident of that order (shuffle_dyck
@@ -132,9 +132,9 @@ class Verifier:
             if positions.any():
                 out = self.outputs(key, rows)
                 if self.model.categorical and (self.adapter.decide(out) != self.decided[i])[positions].any():
-                    worst = BREAKS
-                else:
-                    worst = max(worst, float((out - full).abs().amax(-1)[positions].max()))
+                    worst = BREAKS  # exact: nothing is larger, so the other chunks cannot change it
+                    break
+                worst = max(worst, float((out - full).abs().amax(-1)[positions].max()))
             if limit is not None and worst > limit:
                 self.over[key] = worst
                 return worst
