@@ -9,9 +9,9 @@
 2. Verification, per ablation, with the oracle (`epverify.core.oracle`) on the program's whole dataset. An output is
    the unembedded vector at every real position after BOS; two runs agree when they compute the same program
    outputs everywhere: values within `TOLERANCE` for a numerical output; for a categorical one, the same decoded
-   value (argmax, or None) with no value moved by more than `CATEGORICAL_TOLERANCE`. Tracr's soft attention leaks
-   a little weight to BOS, and a circuit without the BOS default of a head that always finds its match computes
-   the same program without that leak (docs/ground_truth.md, "The criterion"). Starting from the structural set,
+   value (argmax, or None) with the output distribution the faithfulness loss reads within `KL_TOLERANCE` nats.
+   Tracr's soft attention leaks a little weight to BOS, and a circuit without the BOS default of a head that always
+   finds its match computes the same program without that leak (docs/ground_truth.md, "The criterion"). Starting from the structural set,
    edges are dropped one at a time, always the one whose removal changes the outputs least (largest deviation from
    the full model), as long as the circuit without it still agrees with the full model on every input, until no
    edge can go. What is left is sufficient (it reproduces the full model) and every edge in it is necessary
@@ -37,14 +37,16 @@ import torch
 
 from ..adapters.tracr import TracrAdapter
 from ..core.oracle import ablated_outputs, run_with_edges
+from ..eval.metrics import kl_per_position
 from .data import dataset
 from .model import CompiledModel
 
 TOLERANCE = 1e-3  # numerical outputs: the largest change in the value that still agrees
-# categorical outputs: the largest change in a one-hot value that still agrees (the decoded output unchanged): above
-# the leak of Tracr's soft attention to BOS (0.0101 in reverse_v10_l8), below what taking away part of a mechanism
-# moves (0.26 and 0.33 in the cases found: sort_unique_v26_l10, the zoo's shuffle_dyck2)
-CATEGORICAL_TOLERANCE = 0.05
+# categorical outputs: the largest KL(full || circuit), in nats, of the output distribution the faithfulness loss
+# reads (`TracrAdapter.output_scale`) at any position that still agrees. Above what Tracr's attention leak to BOS is
+# worth (at most 6.4e-4, shuffle_dyck2_v4_l10), below what taking away part of a mechanism is (0.025 and more:
+# sort_unique_v26_l10's BOS pair, the zoo's shuffle_dyck2 `a0.h0 > m0`); docs/ground_truth.md, "The criterion"
+KL_TOLERANCE = 1e-3
 BREAKS = float("inf")  # the deviation of a circuit that changes a decoded categorical output
 CHUNK = 256  # inputs per oracle run
 GT_ABLATIONS = ("zero", "interchange", "mean")
@@ -110,6 +112,7 @@ class Verifier:
         self.positions = self.mask.bool().clone()
         self.positions[:, 0] = False  # BOS is not an output
         self.decided = [self.adapter.decide(full) for full in self.full]
+        self.full_logp = [self._logp(full) for full in self.full] if model.categorical else None
         self.known: dict[frozenset, float] = {}  # exact deviations
         self.over: dict[frozenset, float] = {}  # lower bounds, from runs stopped at a limit
 
@@ -117,10 +120,16 @@ class Verifier:
         ablated = {w: o[rows] for w, o in self.ablated.items()}
         return run_with_edges(self.adapter, self.ids[rows], edges, self.ablation, self.mask[rows], ablated=ablated)
 
+    def _logp(self, outputs: torch.Tensor) -> torch.Tensor:
+        """A categorical output as the faithfulness loss reads it: log-probabilities at the adapter's output scale
+        (in double precision: the KL of a leak is a difference of nearly equal probabilities)."""
+        return torch.log_softmax(outputs.double() * self.adapter.output_scale, -1)
+
     def deviation(self, edges, limit: float | None = None) -> float:
-        """Largest difference from the full model's outputs, over every real position after BOS, or `BREAKS` where a
-        categorical output decodes differently; with `limit`, a value over it may be a lower bound (the chunks after
-        the first that exceeded it are not run)."""
+        """The largest change from the full model's outputs over every real position after BOS: of a value
+        (numerical), or KL(full || circuit) in nats (categorical), `BREAKS` where a categorical output decodes
+        differently; with `limit`, a value over it may be a lower bound (the chunks after the first that exceeded it
+        are not run)."""
         key = frozenset(tuple(e) for e in edges)
         if key in self.known:
             return self.known[key]
@@ -134,7 +143,9 @@ class Verifier:
                 if self.model.categorical and (self.adapter.decide(out) != self.decided[i])[positions].any():
                     worst = BREAKS  # exact: nothing is larger, so the other chunks cannot change it
                     break
-                worst = max(worst, float((out - full).abs().amax(-1)[positions].max()))
+                change = (kl_per_position(self.full_logp[i], self._logp(out)) if self.model.categorical
+                          else (out - full).abs().amax(-1))
+                worst = max(worst, float(change[positions].max()))
             if limit is not None and worst > limit:
                 self.over[key] = worst
                 return worst
@@ -144,7 +155,7 @@ class Verifier:
     @property
     def tolerance(self) -> float:
         """The largest deviation that agrees."""
-        return CATEGORICAL_TOLERANCE if self.model.categorical else TOLERANCE
+        return KL_TOLERANCE if self.model.categorical else TOLERANCE
 
     def agrees(self, edges) -> bool:
         return self.deviation(edges, self.tolerance) <= self.tolerance
@@ -211,11 +222,11 @@ def ground_truth(model: CompiledModel, ablation: str) -> dict:
         "edges": [list(e) for e in kept],
         "carries": {f"{w} -> {r}": structural[(w, r)] for w, r in kept},
         "dropped": [{"edge": list(edge), "carries": structural[edge], "deviation": deviation,
-                     "reason": _reason(edge, structural, ablation, deviation)} for edge, deviation in dropped],
+                     "reason": _reason(edge, structural, ablation, deviation, model.categorical)} for edge, deviation in dropped],
         "structural_edges": len(structural),
         "checked_on": int(verifier.ids.shape[0]),
-        "criterion": (f"the full model's decoded output at every real position after BOS, with values within"
-                      f" {CATEGORICAL_TOLERANCE} of the full model's" if model.categorical
+        "criterion": (f"the full model's decoded output at every real position after BOS, with KL(full || circuit)"
+                      f" of the output distribution at most {KL_TOLERANCE} nats" if model.categorical
                       else f"outputs at every real position after BOS within {TOLERANCE} of the full model"),
         "rule": "backward elimination from the structural edges, least change first (ties by edge name)",
         # the same rule with name ties broken the other way, where that ends elsewhere (an exact symmetry, e.g. two
@@ -245,9 +256,11 @@ def matching_truth(recorded: dict, found: set) -> set:
     return next((c for c in circuits if c == found), circuits[0])
 
 
-def _reason(edge, structural, ablation: str, deviation: float) -> str:
+def _reason(edge, structural, ablation: str, deviation: float, categorical: bool) -> str:
     carried = ", ".join(structural[edge])
     how = {"interchange": "taken from the corrupted partner", "mean": "replaced by its per-position mean"}.get(
         ablation, "zeroed")
-    change = "changes no output" if deviation == 0 else f"changes no output by more than {deviation:.1e}"
+    change = ("changes no output" if deviation == 0 else
+              f"changes no output distribution by more than {deviation:.1e} nats" if categorical else
+              f"changes no output by more than {deviation:.1e}")
     return f"carries [{carried}]; {how}, with the edges dropped before it already gone, it {change}"
