@@ -9,10 +9,11 @@
 2. Verification, per ablation, with the oracle (`epverify.core.oracle`) on the program's whole dataset. An output is
    the unembedded vector at every real position after BOS; two runs agree when they compute the same program
    outputs everywhere: values within `TOLERANCE` for a numerical output; for a categorical one, the same decoded
-   value (argmax, or None) with the output distribution the faithfulness loss reads within `KL_TOLERANCE` nats.
-   Tracr's soft attention leaks a little weight to BOS, and a circuit without the BOS default of a head that always
-   finds its match computes the same program without that leak (docs/ground_truth.md, "The criterion"). Starting from the structural set,
-   edges are dropped one at a time, always the one whose removal changes the outputs least (largest deviation from
+   value (argmax, or None) with the output distribution the faithfulness loss reads within `KL_TOLERANCE` nats
+   (KL from the full model's). Tracr's soft attention leaks a little weight to BOS, and a circuit without the BOS
+   default of a head that always finds its match computes the same program without that leak, a change that
+   distribution barely registers (docs/ground_truth.md, "The criterion"). Starting from the structural set, edges
+   are dropped one at a time, always the one whose removal changes the outputs least (largest deviation from
    the full model), as long as the circuit without it still agrees with the full model on every input, until no
    edge can go. What is left is sufficient (it reproduces the full model) and every edge in it is necessary
    (removing it alone changes some output), by construction; tests/test_ground_truth.py checks both again for
@@ -222,7 +223,8 @@ def ground_truth(model: CompiledModel, ablation: str) -> dict:
         "edges": [list(e) for e in kept],
         "carries": {f"{w} -> {r}": structural[(w, r)] for w, r in kept},
         "dropped": [{"edge": list(edge), "carries": structural[edge], "deviation": deviation,
-                     "reason": _reason(edge, structural, ablation, deviation, model.categorical)} for edge, deviation in dropped],
+                     "reason": _reason(edge, structural, ablation, deviation, model.categorical)}
+                    for edge, deviation in dropped],
         "structural_edges": len(structural),
         "checked_on": int(verifier.ids.shape[0]),
         "criterion": (f"the full model's decoded output at every real position after BOS, with KL(full || circuit)"
