@@ -49,7 +49,8 @@ TOLERANCE = 1e-3  # numerical outputs: the largest change in the value that stil
 # sort_unique_v26_l10's BOS pair, the zoo's shuffle_dyck2 `a0.h0 > m0`); docs/ground_truth.md, "The criterion"
 KL_TOLERANCE = 1e-3
 BREAKS = float("inf")  # the deviation of a circuit that changes a decoded categorical output
-CHUNK = 256  # inputs per oracle run
+CHUNK = 256  # inputs per oracle run, at most
+FIRST_CHUNK = 16  # inputs of the first oracle run; each next run doubles, up to CHUNK
 GT_ABLATIONS = ("zero", "interchange", "mean")
 
 
@@ -93,9 +94,10 @@ def structural_edges(model: CompiledModel) -> dict[tuple[str, str], list[str]]:
 class Verifier:
     """Runs the oracle on a program's dataset and compares with the full model.
 
-    The inputs run in chunks of `CHUNK` rows and the ablated outputs are computed once. A deviation asked for with
-    a `limit` stops at the first chunk that exceeds it: elimination only needs to know that a removal breaks the
-    circuit, and most removals it tries do. An edge set already run is remembered, exactly or as the lower bound a
+    The inputs run in chunks and the ablated outputs are computed once. A deviation asked for with a `limit` stops
+    at the first chunk that exceeds it: elimination only needs to know that a removal breaks the circuit, and most
+    removals it tries do, most of them on any few inputs; so the first chunk is small (`FIRST_CHUNK` rows) and the
+    next ones double, up to `CHUNK`. An edge set already run is remembered, exactly or as the lower bound a
     stopped run gave (the two eliminations of `ground_truth` share most of their sets)."""
 
     def __init__(self, model: CompiledModel, ablation: str):
@@ -106,7 +108,7 @@ class Verifier:
         self.corrupted_ids, _ = model.encode(corrupted)
         self.ablated = ablated_outputs(self.adapter, self.ids, ablation, self.mask, self.corrupted_ids,
                                        (self.ids, self.mask))
-        self.chunks = [slice(i, i + CHUNK) for i in range(0, self.ids.shape[0], CHUNK)]
+        self.chunks = _chunks(self.ids.shape[0])
         full = self.adapter.graph.edges
         self.full = [run_with_edges(self.adapter, self.ids[rows], full, "zero", self.mask[rows]) for rows in
                      self.chunks]
@@ -160,6 +162,15 @@ class Verifier:
 
     def agrees(self, edges) -> bool:
         return self.deviation(edges, self.tolerance) <= self.tolerance
+
+
+def _chunks(n: int) -> list[slice]:
+    """Row slices covering `n` rows: `FIRST_CHUNK` rows, then twice as many each time, up to `CHUNK`."""
+    out, start, size = [], 0, FIRST_CHUNK
+    while start < n:
+        out.append(slice(start, min(start + size, n)))
+        start, size = start + size, min(2 * size, CHUNK)
+    return out
 
 
 def eliminate(verifier: Verifier, edges, reverse_ties: bool = False,
