@@ -101,14 +101,17 @@ def _balanced(pool: list[list], labels: list, size: int, rng: random.Random) -> 
 
 def last_outputs(model, sequences: list[list], chunk: int = 4096) -> list:
     """The compiled program's output at the last position of each input."""
+    import torch
+
     from ..adapters.tracr import TracrAdapter
     from ..core import engine
 
     adapter, out = TracrAdapter(model), []
     for i in range(0, len(sequences), chunk):
-        part = sequences[i:i + chunk]
-        ids, mask = model.encode(part)
-        out += [row[-1] for row in model.decode(engine.forward(adapter, ids, mask), mask)]
+        ids, mask = model.encode(sequences[i:i + chunk])
+        last = torch.zeros_like(mask, dtype=torch.bool)
+        last[torch.arange(len(ids)), mask.sum(1) - 1] = True  # the last real position of each input
+        out += model.decode_positions(engine.forward(adapter, ids, mask, positions=last))
     return out
 
 

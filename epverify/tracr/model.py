@@ -67,37 +67,38 @@ class CompiledModel:
         if not sequences:
             raise EpverifyError(f"{self.name}: no input sequences given; pass at least one")
         longest = max(len(s) for s in sequences)
-        pad = self.input_encoding[PAD]
-        ids = torch.full((len(sequences), longest + 1), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(sequences):
+        pad, encoding = self.input_encoding[PAD], self.input_encoding
+        rows, lengths = [], []
+        for seq in sequences:
             if len(seq) > self.max_seq_len:
                 raise EpverifyError(
                     f"{self.name}: input of length {len(seq)} is longer than max_seq_len {self.max_seq_len};"
                     " shorten it or compile the program with a larger max_seq_len"
                 )
-            for col, token in enumerate([BOS, *seq]):
-                if token not in self.input_encoding or token == PAD or (col > 0 and token == BOS):
+            for token in seq:
+                if token in (BOS, PAD) or token not in encoding:
                     raise EpverifyError(
                         f"{self.name}: token {token!r} is not in the vocabulary {sorted(map(str, self.vocab))}"
                     )
-                ids[row, col] = self.input_encoding[token]
-            mask[row, : len(seq) + 1] = 1
+            row = [encoding[BOS], *(encoding[token] for token in seq)]
+            rows.append(row + [pad] * (longest - len(seq)))
+            lengths.append(len(seq) + 1)
+        ids = torch.tensor(rows, dtype=torch.long)
+        mask = (torch.arange(longest + 1)[None] < torch.tensor(lengths)[:, None]).long()
         return ids, mask
 
     def decode(self, outputs: torch.Tensor, attention_mask: torch.Tensor) -> list[list]:
         """Decoded outputs per real position after BOS: argmax values (categorical; None where no output
         direction reaches 1/2, RASP's undefined value) or floats rounded to 4 digits (numerical)."""
-        result = []
-        for row in range(outputs.shape[0]):
-            n = int(attention_mask[row].sum()) - 1
-            out = outputs[row, 1 : n + 1]
-            if self.categorical:
-                result.append([self.output_values[i] if v >= 0.5 else None
-                               for i, v in zip(out.argmax(-1).tolist(), out.amax(-1).tolist())])
-            else:
-                result.append([round(float(v), 4) for v in out[:, 0]])
-        return result
+        lengths = (attention_mask.sum(1) - 1).tolist()
+        return [self.decode_positions(outputs[row, 1 : n + 1]) for row, n in enumerate(lengths)]
+
+    def decode_positions(self, outputs: torch.Tensor) -> list:
+        """The decoded value of each row of `outputs` (P, V): one position's output each."""
+        if self.categorical:
+            return [self.output_values[i] if v >= 0.5 else None
+                    for i, v in zip(outputs.argmax(-1).tolist(), outputs.amax(-1).tolist())]
+        return [round(v, 4) for v in outputs[:, 0].tolist()]
 
     # ----- files -----------------------------------------------------------------------------------------------
     def metadata(self) -> dict:
@@ -168,3 +169,4 @@ class CompiledModel:
 
     def attention_scale(self) -> float:
         return 1.0 / math.sqrt(self.key_size)
+
