@@ -6,10 +6,11 @@ import torch
 
 from epverify.adapters.tracr import TracrAdapter
 from epverify.core import engine
+from epverify.core.oracle import run_with_edges
 from epverify.errors import EpverifyError
 from epverify.tracr import load
 from epverify.tracr.compile import compile_rasp
-from epverify.tracr.data import clean_inputs
+from epverify.tracr.data import clean_inputs, corrupted_partners
 from epverify.tracr.model import BOS, PAD, CompiledModel
 from epverify.tracr.zoo import ZOO
 
@@ -120,3 +121,20 @@ def test_skipping_tracrs_padding_changes_no_bit(monkeypatch):
     for layer in padded.layers:
         layer["silent"] = False
     assert torch.equal(engine.full_run(lean, ids, mask).final, engine.full_run(padded, ids, mask).final)
+    # masked runs (the engine, one random mask per row; the oracle, a random edge set) skip reading a silent
+    # layer's inputs, with the same outputs as reading them
+    corrupted, _ = model.encode(corrupted_partners(clean_inputs(model.dataset)[:200], model.dataset))
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(len(ids), lean.graph.num_edges, generator=g)
+    edges = [e for e, keep in zip(lean.graph.edges, torch.rand(lean.graph.num_edges, generator=g) < 0.5) if keep]
+    monkeypatch.undo()
+    reading = TracrAdapter(model)  # unpadded, reading every layer
+    for layer in reading.layers:
+        layer["silent"] = False
+    for ablation in ("zero", "interchange"):
+        runs = []
+        for adapter in (lean, reading):
+            ablated = engine.ablated_record(adapter, ablation, ids, mask, corrupted_ids=corrupted)
+            runs.append((engine.masked_run(adapter, ids, ablated, masks, None, mask),
+                         run_with_edges(adapter, ids, edges, ablation, mask, corrupted)))
+        assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])

@@ -85,6 +85,11 @@ class Adapter:
     def attention(self, layer, q, k, v, attention_mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def silent(self, layer: int) -> bool:
+        """Whether every head of the layer outputs exactly 0 whatever it reads (no value weights, no biases: Tracr's
+        layout filler); masked runs then skip mixing the layer's attention inputs."""
+        return False
+
     def head_out_weight(self, layer: int) -> torch.Tensor:
         """Each head's slice of the output projection, (H, head_dim, d): head h writes a[:, h] @ W[h]."""
         raise NotImplementedError

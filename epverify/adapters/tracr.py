@@ -65,8 +65,11 @@ class TracrAdapter(Adapter):
     def project(self, layer, kind, x, heads):
         return project_heads(x, self.layers[layer][kind][heads], None)
 
+    def silent(self, layer: int) -> bool:
+        return self.layers[layer]["silent"]
+
     def attention(self, layer, q, k, v, attention_mask):
-        if self.layers[layer]["silent"]:
+        if self.silent(layer):
             return v  # exactly zero (no value weights, no biases): the pattern cannot matter
         return causal_softmax_attention(q, k, v, attention_mask, self.model.causal, self.model.attention_scale())
 

@@ -279,7 +279,8 @@ class _MaskedRun:
                  checkpoint: bool):
         self.adapter, self.ablated, self.blocks = adapter, ablated, blocks
         self.attention_mask, self.checkpoint = attention_mask, checkpoint
-        self.batch, seq = input_ids.shape
+        self.batch, self.seq = input_ids.shape
+        seq = self.seq
         # The attention readers are mixed, normed and attended a chunk of batch rows at a time (each chunk
         # recomputed in the backward when checkpointing), so only one chunk's reader inputs are alive at once.
         n_readers = adapter.n_heads + 2 * adapter.n_kv_heads
@@ -316,6 +317,10 @@ class _MaskedRun:
 
     def _attention(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """Head deltas before projection (B, H, T, head_dim) from the layer's mask block ([B,] H + 2 Hkv, W_up)."""
+        adapter = self.adapter
+        if adapter.silent(layer):  # its heads output 0 in the clean run and the ablated one alike: nothing to read
+            return torch.zeros(self.batch, adapter.n_heads, self.seq, adapter.head_dim, dtype=adapter.dtype,
+                               device=adapter.device)
         pieces = []
         for start in range(0, self.batch, self.rows_per_chunk):
             rows = slice(start, min(self.batch, start + self.rows_per_chunk))

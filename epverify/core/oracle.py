@@ -47,11 +47,15 @@ def writer_outputs(adapter: Adapter, input_ids, attention_mask=None, kept=None, 
 
     bias = zeros
     for layer in range(adapter.n_layers):
-        group = graph.attn_group(layer)
-        x = torch.stack(group_inputs(group.readers, group.n_writers, bias))
-        nq, nkv = adapter.n_heads, adapter.n_kv_heads
-        q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
-        a = adapter.attention(layer, q, k, v, attention_mask)
+        if adapter.silent(layer):  # its heads output 0 whatever they read
+            a = torch.zeros(*input_ids.shape[:1], adapter.n_heads, input_ids.shape[1], adapter.head_dim,
+                            dtype=adapter.dtype, device=adapter.device)
+        else:
+            group = graph.attn_group(layer)
+            x = torch.stack(group_inputs(group.readers, group.n_writers, bias))
+            nq, nkv = adapter.n_heads, adapter.n_kv_heads
+            q, k, v = adapter.attention_qkv(layer, x[:nq], x[nq : nq + nkv], x[nq + nkv :])
+            a = adapter.attention(layer, q, k, v, attention_mask)
         for h, write in enumerate(adapter.head_writes(layer, a)):
             outputs[f"a{layer}.h{h}"] = write
         layer_bias = adapter.attention_bias(layer)
