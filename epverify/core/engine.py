@@ -95,9 +95,12 @@ def _full_run(adapter: Adapter, input_ids, attention_mask, positions=None) -> Re
     attn_in, heads, mlp_in, mlp_out = [], [], [], []
     for layer in range(adapter.n_layers):
         attn_in.append(x)
-        shared = x[None]
-        q, k, v = adapter.attention_qkv(layer, shared, shared, shared)
-        a = adapter.attention(layer, q, k, v, attention_mask)  # (B, H, T, head_dim)
+        if adapter.silent(layer):  # its heads output 0 whatever they read
+            a = x.new_zeros(x.shape[0], adapter.n_heads, x.shape[1], adapter.head_dim)
+        else:
+            shared = x[None]
+            q, k, v = adapter.attention_qkv(layer, shared, shared, shared)
+            a = adapter.attention(layer, q, k, v, attention_mask)  # (B, H, T, head_dim)
         heads.append(a)
         after_attn = x + adapter.head_write_sum(layer, a)
         bias = adapter.attention_bias(layer)
