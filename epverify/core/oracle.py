@@ -48,7 +48,7 @@ def writer_outputs(adapter: Adapter, input_ids, attention_mask=None, kept=None, 
     bias = zeros
     for layer in range(adapter.n_layers):
         if adapter.silent(layer):  # its heads output 0 whatever they read
-            a = torch.zeros(*input_ids.shape[:1], adapter.n_heads, input_ids.shape[1], adapter.head_dim,
+            a = torch.zeros(input_ids.shape[0], adapter.n_heads, input_ids.shape[1], adapter.head_dim,
                             dtype=adapter.dtype, device=adapter.device)
         else:
             group = graph.attn_group(layer)

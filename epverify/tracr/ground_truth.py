@@ -6,18 +6,17 @@
    layer, the unembedding). An edge is structural when the writer writes a direction the reader reads; the JSON
    records the directions it carries. Any other edge changes only directions its reader ignores: it is exactly
    inert.
-2. Verification, per ablation, with the oracle (`epverify.core.oracle`) on the program's whole dataset. An output is
-   the unembedded vector at every real position after BOS; two runs agree when they compute the same program
-   outputs everywhere: values within `TOLERANCE` for a numerical output; for a categorical one, the same decoded
-   value (argmax, or None) with the output distribution the faithfulness loss reads within `KL_TOLERANCE` nats
-   (KL from the full model's). Tracr's soft attention leaks a little weight to BOS, and a circuit without the BOS
-   default of a head that always finds its match computes the same program without that leak, a change that
-   distribution barely registers (docs/ground_truth.md, "The criterion"). Starting from the structural set, edges
-   are dropped one at a time, always the one whose removal changes the outputs least (largest deviation from
-   the full model), as long as the circuit without it still agrees with the full model on every input, until no
-   edge can go. What is left is sufficient (it reproduces the full model) and every edge in it is necessary
-   (removing it alone changes some output), by construction; tests/test_ground_truth.py checks both again for
-   every shipped truth.
+2. Verification, per ablation, with the oracle (`epverify.core.oracle`) on the program's whole dataset. An output is the
+   unembedded vector at every real position after BOS; two runs agree when they compute the same program outputs
+   everywhere: values within `TOLERANCE` for a numerical output; for a categorical one, the same decoded value (argmax,
+   or None) with the output distribution the faithfulness loss reads within `KL_TOLERANCE` nats (KL from the full
+   model's). Tracr's soft attention leaks a little weight to BOS, and a circuit without the BOS default of a head that
+   always finds its match computes the same program without that leak, a change that distribution mostly registers as
+   next to nothing (docs/ground_truth.md, "The criterion"). Starting from the structural set, edges are dropped one at a
+   time, always the one whose removal changes the outputs least (largest deviation from the full model), as long as the
+   circuit without it still agrees with the full model on every input, until no edge can go. What is left is sufficient
+   (it reproduces the full model) and every edge in it is necessary (removing it alone changes some output), by
+   construction; tests/test_ground_truth.py checks both again for every shipped truth.
 
    Why least change first: a program can have more than one circuit that is sufficient with every edge
    necessary, and dropping edges in a fixed list order picked one by the accident of that order (shuffle_dyck
@@ -45,8 +44,9 @@ from .model import CompiledModel
 TOLERANCE = 1e-3  # numerical outputs: the largest change in the value that still agrees
 # categorical outputs: the largest KL(full || circuit), in nats, of the output distribution the faithfulness loss
 # reads (`TracrAdapter.output_scale`) at any position that still agrees. Above what Tracr's attention leak to BOS is
-# worth (at most 6.4e-4, shuffle_dyck2_v4_l10), below what taking away part of a mechanism is (0.025 and more:
-# sort_unique_v26_l10's BOS pair, the zoo's shuffle_dyck2 `a0.h0 > m0`); docs/ground_truth.md, "The criterion"
+# worth where the truths leave it out (at most 6.4e-4, shuffle_dyck2_v4_l10), below what every truth edge whose
+# removal keeps the decoded outputs is worth (0.025 and more: sort_unique_v26_l10's BOS pair, the zoo's
+# shuffle_dyck2 `a0.h0 > m0`); set from those measurements, not derived (docs/ground_truth.md, "The criterion")
 KL_TOLERANCE = 1e-3
 BREAKS = float("inf")  # the deviation of a circuit that changes a decoded categorical output
 CHUNK = 256  # inputs per oracle run, at most
