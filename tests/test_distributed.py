@@ -176,7 +176,7 @@ def test_a_sharded_process_holds_less_weight_memory_than_a_replicated_one():
     """bench/shard_memory.py under torchrun, 2 processes: FSDP2 shards hold the decoder layers' half of each, so a
     sharded process holds much less weight memory between steps than a replicated one. The step's peak is not checked
     here: it depends on how many gathered layers are alive when the allocator peaks, which varies with the machine's
-    load (on an idle machine the sharded peak was 190.1 MiB in most runs, against 208.1 replicated; run inside the
+    load (on an idle machine the sharded peak was often 190.1 MiB, against 208.1 replicated; run inside the
     test suite, 212.9 MiB at the lowest of twelve runs and 401.9 in one). docs/benchmarks.md has the figures."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
