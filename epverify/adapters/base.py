@@ -87,7 +87,7 @@ class Adapter:
 
     def silent(self, layer: int) -> bool:
         """Whether every head of the layer outputs exactly 0 whatever it reads (no value weights, no biases: Tracr's
-        layout filler); masked runs then skip mixing the layer's attention inputs."""
+        layout filler); runs (plain, masked, the oracle) then skip reading and attending the layer."""
         return False
 
     def head_out_weight(self, layer: int) -> torch.Tensor:

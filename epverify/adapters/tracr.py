@@ -69,8 +69,6 @@ class TracrAdapter(Adapter):
         return self.layers[layer]["silent"]
 
     def attention(self, layer, q, k, v, attention_mask):
-        if self.silent(layer):
-            return v  # exactly zero (no value weights, no biases): the pattern cannot matter
         return causal_softmax_attention(q, k, v, attention_mask, self.model.causal, self.model.attention_scale())
 
     def head_out_weight(self, layer):

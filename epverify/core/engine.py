@@ -283,16 +283,15 @@ class _MaskedRun:
         self.adapter, self.ablated, self.blocks = adapter, ablated, blocks
         self.attention_mask, self.checkpoint = attention_mask, checkpoint
         self.batch, self.seq = input_ids.shape
-        seq = self.seq
         # The attention readers are mixed, normed and attended a chunk of batch rows at a time (each chunk
         # recomputed in the backward when checkpointing), so only one chunk's reader inputs are alive at once.
         n_readers = adapter.n_heads + 2 * adapter.n_kv_heads
-        row_bytes = n_readers * seq * adapter.d_model * 4  # one example's reader inputs, in float32 (norms upcast)
+        row_bytes = n_readers * self.seq * adapter.d_model * 4  # one example's reader inputs, in float32 (norms upcast)
         self.rows_per_chunk = max(1, min(self.batch, READER_CHUNK_BYTES // row_bytes))
         # The backward folds reader gradients into the writers' in intermediates no larger than one chunk's reader
         # inputs: memory every layer's working set already holds, and frees before its readers' gradients are
         # folded.
-        self.stack = DeltaStack(len(adapter.graph.writers), (self.batch, seq, adapter.d_model), adapter.dtype,
+        self.stack = DeltaStack(len(adapter.graph.writers), (self.batch, self.seq, adapter.d_model), adapter.dtype,
                                 adapter.device, fold_bytes=self.rows_per_chunk * row_bytes)
         self.stack.push(adapter.embed(input_ids) - ablated.embeds)
 

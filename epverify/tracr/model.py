@@ -169,4 +169,3 @@ class CompiledModel:
 
     def attention_scale(self) -> float:
         return 1.0 / math.sqrt(self.key_size)
-
