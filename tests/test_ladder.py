@@ -91,3 +91,23 @@ def test_a_bos_default_the_loss_values_stays_in_the_truth():
     assert len(bos) == 2
     moved = verifier.deviation([tuple(e) for e in truth["edges"] if tuple(e) not in bos])
     assert KL_TOLERANCE < moved < BREAKS
+
+
+def test_the_truth_probe_measures_both_sides_of_the_threshold(capsys):
+    """bench/truth_probe.py (docs/benchmarks.md and docs/ground_truth.md quote it): `margins` on a zoo program and a
+    rung whose truth keeps a BOS pair the loss values, and `phases` on a small rung."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import truth_probe
+
+    assert truth_probe.main(["margins", "reverse,sort_unique_v26_l10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6  # two categorical programs, three ablations each
+    zero = next(line for line in lines if line.startswith("sort_unique_v26_l10 zero"))
+    smallest = float(zero.rsplit(" ", 1)[1])
+    assert KL_TOLERANCE < smallest < BREAKS  # the BOS pair of test_a_bos_default_the_loss_values_stays_in_the_truth
+    assert truth_probe.main(["phases", "reverse_v6_l6", "--ablation", "interchange"]) == 0
+    out = capsys.readouterr().out
+    assert "elimination (ties reversed)" in out and "2 edges kept" in out
