@@ -5,12 +5,16 @@ criterion"; docs/benchmarks.md, "The size ladder's largest rung").
     python bench/truth_probe.py margins ladder        # the same for the size ladder's rungs (compiled here)
     python bench/truth_probe.py phases shuffle_dyck2_v4_l10 --ablation zero --threads 2
     python bench/truth_probe.py phases shuffle_dyck2_v4_l10 --ablation zero --threads 2 --first-chunk 256
+    python bench/truth_probe.py leak shuffle_dyck2_v4_l10 --ablation zero --threads 2
 
 `margins`: per categorical program and ablation, the largest change (KL, nats) of a removal the elimination
 accepted, and the smallest change a truth edge's removal makes without changing a decoded output (a removal that
 changes one is `BREAKS`); `KL_TOLERANCE` must lie between the two. `phases`: the seconds of each part of one
 ground truth (the dataset with its balanced pool, the "alone" deviations, the two eliminations) and the oracle
 runs each made; `--first-chunk` sets the first chunk's size (256: every chunk 256 inputs, as before 2026-12-06).
+`leak`: how far the truth's outputs are from the full model's, where the truth leaves out edges that carry only
+Tracr's attention leak to BOS: the largest move of an output value (with the worst position's outputs) and the
+largest KL of the output distribution.
 """
 
 from __future__ import annotations
@@ -80,10 +84,24 @@ def phases(name: str, ablation: str) -> None:
               f" {runs['n']} oracle runs, {len(kept)} edges kept")
 
 
+def leak(name: str, ablation: str) -> None:
+    (_, model), = _models(name)
+    verifier = gt.Verifier(model, ablation)
+    truth = [tuple(e) for e in gt.ground_truth(model, ablation)["edges"]]
+    full = torch.cat(verifier.full)
+    out = torch.cat([verifier.outputs(truth, rows) for rows in verifier.chunks])
+    moved = (out - full).abs().amax(-1) * verifier.positions
+    row, col = (int(i) for i in torch.nonzero(moved == moved.max())[0])
+    at = [[round(v, 4) for v in x[row, col].tolist()] for x in (full, out)]
+    print(f"{name} {ablation}: the truth ({len(truth)} edges) moves output values by up to {float(moved.max()):.4f}"
+          f" (full model {at[0]}, truth {at[1]}), the output distribution by up to {verifier.deviation(truth):.2e}"
+          f" nats (KL)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=["margins", "phases"])
-    parser.add_argument("programs", help="margins: zoo, ladder or comma-separated names; phases: one name")
+    parser.add_argument("probe", choices=["margins", "phases", "leak"])
+    parser.add_argument("programs", help="margins: zoo, ladder or comma-separated names; phases, leak: one name")
     parser.add_argument("--ablation", default="zero", choices=list(gt.GT_ABLATIONS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--first-chunk", type=int, default=gt.FIRST_CHUNK)
@@ -92,8 +110,10 @@ def main(argv=None) -> int:
     gt.FIRST_CHUNK = args.first_chunk
     if args.probe == "margins":
         margins(args.programs)
-    else:
+    elif args.probe == "phases":
         phases(args.programs, args.ablation)
+    else:
+        leak(args.programs, args.ablation)
     return 0
 
 

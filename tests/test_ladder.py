@@ -1,6 +1,8 @@
 """The size ladder's small rungs: compiled on demand, verified, recovered exactly under zero and interchange
 ablation; and the balanced dataset that makes a rare branch common enough to find (bench/ladder.py runs them all)."""
 
+import re
+
 import pytest
 import torch
 
@@ -95,7 +97,8 @@ def test_a_bos_default_the_loss_values_stays_in_the_truth():
 
 def test_the_truth_probe_measures_both_sides_of_the_threshold(capsys):
     """bench/truth_probe.py (docs/benchmarks.md and docs/ground_truth.md quote it): `margins` on a zoo program and a
-    rung whose truth keeps a BOS pair the loss values, and `phases` on a small rung."""
+    rung whose truth keeps a BOS pair the loss values, `phases` on a small rung, `leak` on one whose truth leaves
+    a BOS pair out."""
     import sys
     from pathlib import Path
 
@@ -111,3 +114,7 @@ def test_the_truth_probe_measures_both_sides_of_the_threshold(capsys):
     assert truth_probe.main(["phases", "reverse_v6_l6", "--ablation", "interchange"]) == 0
     out = capsys.readouterr().out
     assert "elimination (ties reversed)" in out and "2 edges kept" in out
+    assert truth_probe.main(["leak", "reverse_v10_l8"]) == 0  # the leak its truth leaves out: values move, KL barely
+    out = capsys.readouterr().out
+    moved, kl = (float(x) for x in re.search(r"values by up to ([\d.e+-]+) .* by up to ([\d.e+-]+) nats", out).groups())
+    assert moved > TOLERANCE and 0.0 < kl <= KL_TOLERANCE
